@@ -1,0 +1,45 @@
+"""ag_torchfix: load AutoGluon's fastai models securely on modern PyTorch.
+
+``import ag_torchfix`` activates the package: AutoGluon's fastai model loader reads
+``model-internals.pkl`` with ``torch.load(weights_only=True)`` under a curated, per-load allowlist,
+and fastai's own checkpoint reloads get the few globals they need.  Importing costs a few
+milliseconds and imports none of torch, fastai or AutoGluon; the patches apply when those are
+imported.  Full-pickle loading happens only for files you trust (see ``trusted``).
+"""
+
+from .activation import install, status, uninstall
+
+__version__ = "0.1.0"
+
+# Everything else loads on first use, so that the import stays a few milliseconds.
+_LAZY = {
+    "trusted": "trust",
+    "load_learner": "secure_load",
+    "SecureLoadError": "errors",
+    "DisallowedGlobalsError": "errors",
+    "UnreadableFileError": "errors",
+    "UnsupportedTorchError": "errors",
+    "AgTorchfixWarning": "errors",
+    "TrustedFallbackWarning": "errors",
+    "ConfigurationWarning": "errors",
+    "VersionWarning": "errors",
+}
+
+__all__ = ["install", "uninstall", "status", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ag_torchfix' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+install(how="import")

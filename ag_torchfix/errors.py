@@ -1,0 +1,92 @@
+"""Typed refusals and warnings.  Every refusal is a ``pickle.UnpicklingError``, so code that already
+handles failed unpickling handles these too, and each says how to opt in to trusting the file."""
+
+from __future__ import annotations
+
+import os
+from _pickle import UnpicklingError  # the C module: same class as pickle.UnpicklingError, cheaper import
+
+TRUST_HINT = (
+    "If you trust this predictor, load it inside `with ag_torchfix.trusted({path!r}):` or set "
+    "AG_TORCHFIX_TRUST to its directory (AG_TORCHFIX_TRUST=1 trusts every file); a trusted file that "
+    "fails the secure load is loaded with full pickle."
+)
+FORCED_HINT = (
+    "TORCH_FORCE_WEIGHTS_ONLY_LOAD is set: the platform setting wins, so trusting the file cannot "
+    "enable full-pickle loading here."
+)
+
+
+class SecureLoadError(UnpicklingError):
+    """A file was not loaded securely.  Nothing from it ran."""
+
+    def __init__(self, reason: str, *, path: str | None = None, model: str | None = None,
+                 forced: bool = False, hint: bool = True):
+        self.reason = reason
+        self.path = path
+        self.model = model
+        self.forced = forced
+        where = f"{path}" + (f" (model {model!r})" if model else "") if path else "the file"
+        message = f"ag_torchfix refused to load {where}: {reason}"
+        if hint:
+            message += "\n" + (FORCED_HINT if forced else TRUST_HINT.format(path=_trust_target(path)))
+        super().__init__(message)
+
+    def __reduce__(self):  # keep the error picklable across processes (Ray, multiprocessing)
+        return (_rebuild_error, (type(self), self.args[0], self.__dict__))
+
+
+def _rebuild_error(cls, message, state):
+    err = Exception.__new__(cls)
+    err.args = (message,)
+    err.__dict__.update(state)
+    return err
+
+
+class DisallowedGlobalsError(SecureLoadError):
+    """The file references globals outside the allowlist or uses constructs the loader refuses."""
+
+    def __init__(self, globals_: list[str], constructs: list[str], **kwargs):
+        self.globals = sorted(globals_)
+        self.constructs = list(constructs)
+        parts = []
+        if self.globals:
+            noun = "global" if len(self.globals) == 1 else "globals"
+            parts.append(f"it references {len(self.globals)} {noun} outside the allowlist: " + ", ".join(self.globals))
+        if self.constructs:
+            parts.append("it uses constructs the secure loader refuses: " + "; ".join(self.constructs))
+        super().__init__("; ".join(parts) + ". Nothing from the file was run.", **kwargs)
+
+
+class UnreadableFileError(SecureLoadError):
+    """Empty, truncated, corrupt, not a torch zip archive, or in torch's legacy format."""
+
+
+class UnsupportedTorchError(SecureLoadError):
+    """The installed torch lacks what the secure loader needs; only trusted files load."""
+
+
+class AgTorchfixWarning(UserWarning):
+    """Base class of the package's warnings."""
+
+
+class TrustedFallbackWarning(AgTorchfixWarning):
+    """A trusted file failed the secure load and was loaded with full pickle."""
+
+
+class ConfigurationWarning(AgTorchfixWarning):
+    """An environment setting could not be understood; the safe reading was used."""
+
+
+class VersionWarning(AgTorchfixWarning):
+    """A library version the package was not built for; behaviour may differ."""
+
+
+def _trust_target(path: str | None) -> str:
+    if not path:
+        return "/path/to/predictor"
+    # the predictor directory: .../<predictor>/models/<model>/[<child>/]model-internals.pkl
+    parts = os.path.normpath(path).split(os.sep)
+    if "models" in parts:
+        return os.sep.join(parts[: len(parts) - 1 - parts[::-1].index("models")]) or path
+    return os.path.dirname(path) or path

@@ -1,0 +1,131 @@
+"""Session fixtures: tiny real predictors, trained once and cached on disk per library stack.
+
+The cache key covers the installed versions of everything that shapes an export and the source of
+this file, so a different stack or a changed recipe retrains (seconds per predictor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+import ag_torchfix  # noqa: F401  (activates the package before AutoGluon is imported)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import make_table  # noqa: E402
+
+STACK_PACKAGES = ("torch", "fastai", "fastcore", "autogluon.tabular", "numpy", "pandas", "scikit-learn")
+
+# name -> (problem_type, eval_metric, fit options)
+PREDICTORS = {
+    "binary": ("binary", "accuracy", {}),
+    "multiclass": ("multiclass", "f1_macro", {}),
+    "regression": ("regression", "r2", {"sample_weight": True}),
+    "quantile": ("quantile", "pinball_loss", {}),
+    "bagged": ("binary", "roc_auc", {"bag": True, "refit_full": True}),
+}
+
+
+def stack_key() -> str:
+    parts = [sys.version.split()[0]]
+    for name in STACK_PACKAGES:
+        try:
+            parts.append(f"{name}={md.version(name)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{name}=-")
+    parts.append(hashlib.sha256((ROOT / "tests" / "conftest.py").read_bytes()).hexdigest()[:12])
+    parts.append(hashlib.sha256((ROOT / "tests" / "helpers.py").read_bytes()).hexdigest()[:12])
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+CACHE = pathlib.Path(os.environ.get("AG_TORCHFIX_TEST_CACHE", ROOT / ".cache" / "predictors")) / stack_key()
+
+
+def train(name: str, dest: pathlib.Path) -> None:
+    import numpy as np
+    from autogluon.tabular import TabularPredictor
+
+    problem_type, metric, opts = PREDICTORS[name]
+    df = make_table(240, problem_type, seed=sorted(PREDICTORS).index(name))
+    kwargs = {}
+    if opts.get("sample_weight"):
+        df["weight"] = np.linspace(0.5, 1.5, len(df))
+        kwargs["sample_weight"] = "weight"
+    if problem_type == "quantile":
+        kwargs["quantile_levels"] = [0.1, 0.5, 0.9]
+    predictor = TabularPredictor(label="label", problem_type=problem_type, eval_metric=metric, path=str(dest),
+                                 verbosity=0, **kwargs)
+    fit = dict(hyperparameters={"FASTAI": {"epochs": 3}}, fit_weighted_ensemble=False)
+    if opts.get("bag"):
+        fit.update(num_bag_folds=2, num_bag_sets=1)
+    predictor.fit(df, **fit)
+    if opts.get("refit_full"):
+        predictor.refit_full()
+    internals = list(dest.rglob("model-internals.pkl"))
+    assert internals, f"{name}: NeuralNetFastAI was not trained (no model-internals.pkl)"
+
+
+def cached_predictor(name: str) -> pathlib.Path:
+    path = CACHE / name
+    if not (path / "predictor.pkl").exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
+        train(name, tmp / name)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp / name, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def predictors() -> dict[str, pathlib.Path]:
+    return {name: cached_predictor(name) for name in PREDICTORS}
+
+
+@pytest.fixture(scope="session")
+def binary_predictor(predictors) -> pathlib.Path:
+    return predictors["binary"]
+
+
+@pytest.fixture
+def predictor_copy(binary_predictor, tmp_path) -> pathlib.Path:
+    """A private copy of the binary predictor, safe to tamper with."""
+    dest = tmp_path / "predictor"
+    shutil.copytree(binary_predictor, dest)
+    return dest
+
+
+@pytest.fixture
+def internals_of():
+    def find(predictor_dir: pathlib.Path) -> pathlib.Path:
+        (path,) = sorted(predictor_dir.rglob("model-internals.pkl"))[:1]
+        return path
+
+    return find
+
+
+@pytest.fixture(autouse=True)
+def _no_trust_from_env(monkeypatch):
+    """Tests start with nothing trusted.  TORCH_FORCE_WEIGHTS_ONLY_LOAD is left as the run set it (the
+    matrix runs the suite with and without it); tests that depend on it set or clear it themselves."""
+    monkeypatch.delenv("AG_TORCHFIX_TRUST", raising=False)
+
+
+@pytest.fixture
+def no_force(monkeypatch):
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+
+
+@pytest.fixture
+def force(monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")

@@ -1,0 +1,242 @@
+"""Shared test helpers: the training table, predictions, archive surgery, payloads, deep equality."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import pickle
+import types
+import zipfile
+
+import numpy as np
+import pandas as pd
+
+WORDS = ["red", "green", "blue", "big", "small", "fast", "slow", "cat", "dog", "tree"]
+
+
+def make_table(n: int, problem_type: str, seed: int = 0, unseen: bool = False) -> pd.DataFrame:
+    """Numeric with NaN, int, categorical, high-cardinality, bool, datetime and text columns."""
+    rng = np.random.default_rng(seed)
+    cats = ["a", "b", "c", "d"] + (["never-seen"] if unseen else [])
+    df = pd.DataFrame(
+        {
+            "num_nan": rng.normal(size=n),
+            "int": rng.integers(0, 50, n),
+            "cat": rng.choice(cats, n),
+            "hicard": [f"id{i}" for i in rng.integers(0, 150 if not unseen else 400, n)],
+            "flag": rng.random(n) > 0.5,
+            "date": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D"),
+            "text": [" ".join(rng.choice(WORDS, 8)) for _ in range(n)],
+        }
+    )
+    df.loc[::7, "num_nan"] = np.nan
+    signal = df["num_nan"].fillna(0) + (df["cat"] == "a") + 0.02 * df["int"]
+    if problem_type == "binary":
+        df["label"] = np.where(signal > 0.6, "yes", "no")
+    elif problem_type == "multiclass":
+        df["label"] = pd.cut(signal, [-np.inf, 0.2, 0.9, 1.5, np.inf], labels=["w", "x", "y", "z"]).astype(str)
+    else:
+        df["label"] = signal + rng.normal(scale=0.1, size=n)
+    return df
+
+
+def predict_all(predictor_dir: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Load a predictor and predict with each of its models on data with unseen categories."""
+    from autogluon.tabular import TabularPredictor
+
+    predictor = TabularPredictor.load(str(predictor_dir), verbosity=0)
+    data = make_table(60, predictor.problem_type, seed=99, unseen=True).drop(columns=["label"])
+    out = {}
+    for model in predictor.model_names():
+        pred = predictor.predict(data, model=model).to_numpy()
+        proba = (predictor.predict_proba(data, model=model).to_numpy()
+                 if predictor.problem_type in ("binary", "multiclass") else None)
+        out[model] = (pred, proba)
+    return out
+
+
+@contextlib.contextmanager
+def package_uninstalled():
+    """Run a block with ag_torchfix fully uninstalled (AutoGluon's original loader), then reinstall."""
+    import ag_torchfix
+
+    ag_torchfix.uninstall()
+    try:
+        yield
+    finally:
+        ag_torchfix.install()
+
+
+def rewrite_archive(src: pathlib.Path, dst: pathlib.Path, data_pkl: bytes) -> None:
+    """Copy a torch zip archive, replacing its data.pkl record."""
+    with zipfile.ZipFile(src) as zin:
+        records = [(i.filename, zin.read(i)) for i in zin.infolist()]
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for name, data in records:
+            zout.writestr(name, data_pkl if name.endswith("/data.pkl") else data)
+
+
+def data_pkl(path: pathlib.Path) -> bytes:
+    with zipfile.ZipFile(path) as z:
+        (name,) = [n for n in z.namelist() if n.endswith("/data.pkl")]
+        return z.read(name)
+
+
+def full_pickle_learner(path: pathlib.Path):
+    """Our own genuine file, loaded the original way (it is trusted: the tests just wrote it)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def save_learner(learner, dst: pathlib.Path) -> None:
+    """Write a learner the way AutoGluon's export does (plain pickle, protocol 2)."""
+    import torch
+
+    torch.save(learner, dst, pickle_protocol=2)
+
+
+# --- payloads: each leaves its marker file if it ever runs ------------------------------------------
+
+class OsSystem:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Exec:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+class Subprocess:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import subprocess
+
+        return (subprocess.call, (["touch", self.marker],))
+
+
+class NestedPickle:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pickle.loads, (pickle.dumps(OsSystem(self.marker), protocol=2),))
+
+
+class NestedPandas:
+    def __init__(self, evil_pickle_path):
+        self.path = str(evil_pickle_path)
+
+    def __reduce__(self):
+        return (pd.read_pickle, (self.path,))
+
+
+class NestedLoadLearner:
+    def __init__(self, evil_path):
+        self.path = str(evil_path)
+
+    def __reduce__(self):
+        from fastai.learner import load_learner
+
+        return (load_learner, (self.path,))
+
+
+def stream_payload(marker) -> bytes:
+    """A whole data.pkl that is nothing but ``os.system('touch marker')``."""
+    cmd = f"touch {marker}".encode()
+    return (b"\x80\x02cposix\nsystem\nX" + len(cmd).to_bytes(4, "little") + cmd + b"\x85R.")
+
+
+def build_on_class_payload() -> bytes:
+    """BUILD with slot state on fastai's Categorify *class*: setattr(Categorify, 'encodes', print)."""
+    return (b"\x80\x02cfastai.tabular.core\nCategorify\n"
+            b"N}X\x07\x00\x00\x00encodescbuiltins\nprint\ns\x86b.")
+
+
+def find_instances(root, cls, limit=100_000) -> list:
+    """Every object of type ``cls`` reachable from ``root`` through attributes and containers."""
+    found, seen, todo = [], set(), [root]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, cls):
+            found.append(obj)
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            todo.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (types.FunctionType, types.MethodType, types.ModuleType)):
+            todo.extend(vars(obj).values())
+    return found
+
+
+# --- deep equality of two object graphs -----------------------------------------------------------
+
+def assert_same_graph(a, b, path="learner", seen=None, max_depth=60):
+    """Same types everywhere, equal values: tensors, arrays, frames, dicts, lists, attributes."""
+    import torch
+
+    seen = set() if seen is None else seen
+    assert type(a) is type(b), f"{path}: {type(a)} != {type(b)}"
+    if (id(a), id(b)) in seen or max_depth == 0:
+        return
+    seen.add((id(a), id(b)))
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), f"{path}: tensors differ"
+        if type(a) is torch.nn.Parameter:
+            assert a.requires_grad == b.requires_grad, path
+        state_a, state_b = getattr(a, "__dict__", {}), getattr(b, "__dict__", {})
+        assert_same_graph(dict(state_a), dict(state_b), path + ".__dict__", seen, max_depth - 1)
+        return
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), f"{path}: arrays differ"
+        return
+    if isinstance(a, (pd.DataFrame, pd.Series, pd.Index)):
+        assert a.equals(b), f"{path}: pandas objects differ"
+        return
+    if isinstance(a, (str, bytes, int, float, complex, bool, type(None), pathlib.PurePath, np.generic)):
+        assert a == b or (a != a and b != b), f"{path}: {a!r} != {b!r}"
+        return
+    if isinstance(a, type) or callable(a) and not hasattr(a, "__dict__") or type(a).__name__ in (
+            "function", "builtin_function_or_method", "method"):
+        if type(a).__name__ == "method":
+            assert a.__func__ is b.__func__, path
+            return
+        assert a is b, f"{path}: {a!r} is not {b!r}"
+        return
+    if isinstance(a, dict):
+        assert list(a) == list(b), f"{path}: keys differ"
+        if hasattr(a, "default_factory"):
+            assert a.default_factory is b.default_factory, f"{path}: default_factory differs"
+        for k in a:
+            assert_same_graph(a[k], b[k], f"{path}[{k!r}]", seen, max_depth - 1)
+        return
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{path}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_graph(x, y, f"{path}[{i}]", seen, max_depth - 1)
+        return
+    if isinstance(a, (set, frozenset)):
+        assert a == b, path
+        return
+    if hasattr(a, "__dict__"):
+        skip = {"lock"}  # a fresh threading.Lock per load
+        da = {k: v for k, v in vars(a).items() if k not in skip}
+        db = {k: v for k, v in vars(b).items() if k not in skip}
+        assert sorted(da) == sorted(db), f"{path}: attributes differ {sorted(set(da) ^ set(db))}"
+        for k in da:
+            assert_same_graph(da[k], db[k], f"{path}.{k}", seen, max_depth - 1)
+        return
+    assert a == b, f"{path}: {a!r} != {b!r}"

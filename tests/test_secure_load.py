@@ -1,0 +1,117 @@
+"""The secure loader on real predictors: same predictions and same learner as the original loader."""
+
+from __future__ import annotations
+
+import collections
+import io
+import pathlib
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_same_graph,
+    data_pkl,
+    find_instances,
+    full_pickle_learner,
+    package_uninstalled,
+    predict_all,
+    rewrite_archive,
+)
+
+import ag_torchfix
+from ag_torchfix.secure_load import load_learner
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["default", "force-weights-only"])
+def test_predictions_match_original_loader_bit_for_bit(predictors, monkeypatch, forced):
+    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    with package_uninstalled():
+        expected = {name: predict_all(path) for name, path in predictors.items()}
+    if forced:
+        monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    for name, path in predictors.items():
+        got = predict_all(path)
+        assert got.keys() == expected[name].keys(), name
+        for model, (pred, proba) in expected[name].items():
+            assert np.array_equal(got[model][0], pred), f"{name}/{model}: predictions differ"
+            if proba is not None:
+                assert np.array_equal(got[model][1], proba), f"{name}/{model}: probabilities differ"
+
+
+def test_original_loader_fails_when_torch_forces_weights_only(binary_predictor, force):
+    """The failure the package fixes: AutoGluon's loader under TORCH_FORCE_WEIGHTS_ONLY_LOAD=1."""
+    with package_uninstalled(), pytest.raises(RuntimeError, match="explicit pickle_module"):
+        predict_all(binary_predictor)
+
+
+def test_loaded_learner_equals_full_pickle_learner(predictors):
+    from fastai.data.transforms import CategoryMap
+
+    files = sorted(p for path in predictors.values() for p in path.rglob("model-internals.pkl"))
+    assert len(files) >= 7  # five predictors, bagged children and the refit model
+    for file in files:
+        secure = load_learner(file)
+        original = full_pickle_learner(file)
+        original.dls.cpu()
+        assert_same_graph(secure, original)
+        # every fixture has categorical columns: Categorify's maps must stay defaultdict(int)
+        maps = find_instances(secure, CategoryMap)
+        assert any(type(m.o2i) is collections.defaultdict and m.o2i.default_factory is int for m in maps), file
+
+
+def test_open_file_and_bytesio_both_load_and_messages_name_the_real_file(binary_predictor, internals_of, tmp_path):
+    file = internals_of(binary_predictor)
+    with open(file, "rb") as fh:
+        assert type(load_learner(fh, path=str(file))).__name__ == "TabularLearner"
+    assert type(load_learner(io.BytesIO(file.read_bytes()), path="s3://bucket/x/model-internals.pkl")).__name__ \
+        == "TabularLearner"
+    bad = tmp_path / "model-internals.pkl"
+    rewrite_archive(file, bad, data_pkl(file).replace(b"cpathlib\nPosixPath\n", b"cdatetime\ndatetime\n"))
+    with pytest.raises(ag_torchfix.DisallowedGlobalsError) as err:
+        load_learner(io.BytesIO(bad.read_bytes()), path="s3://bucket/x/model-internals.pkl", model="NeuralNetFastAI")
+    assert "s3://bucket/x/model-internals.pkl" in str(err.value) and "'NeuralNetFastAI'" in str(err.value)
+    assert err.value.globals == ["datetime.datetime"]
+
+
+def test_windows_paths_load_as_posix_paths(binary_predictor, internals_of, tmp_path):
+    file = internals_of(binary_predictor)
+    windows = tmp_path / "model-internals.pkl"
+    payload = data_pkl(file)
+    assert b"cpathlib\nPosixPath\n" in payload
+    rewrite_archive(file, windows, payload.replace(b"cpathlib\nPosixPath\n", b"cpathlib\nWindowsPath\n"))
+    learner = load_learner(windows)
+    assert type(learner.path) is pathlib.PosixPath
+
+
+def test_users_own_loads_are_unaffected(binary_predictor, internals_of, no_force):
+    """fastai's load_learner stays full pickle; plain weights-only torch.load stays strict."""
+    import torch
+    from fastai.learner import load_learner as fastai_load_learner
+
+    file = internals_of(binary_predictor)
+    assert type(fastai_load_learner(file)).__name__ == "TabularLearner"
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(file, weights_only=True)
+
+
+def test_process_wide_registration_is_fastais_checkpoint_set_only(binary_predictor, internals_of, tmp_path):
+    import fastai.learner
+    import torch
+    from fastcore.foundation import L
+
+    names = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+             for g in torch.serialization.get_safe_globals()}
+    assert "fastcore.foundation.L" in names and "numpy.dtype" in names
+    assert not any(n.startswith(("fastai.", "pandas.", "inspect.", "builtins.", "random.")) for n in names)
+
+    # fastai's Learner.save/Learner.load of weights + optimizer state, read back with plain weights-only
+    learner = load_learner(internals_of(binary_predictor))
+    learner.path = tmp_path
+    learner.create_opt()
+    saved = learner.save("ckpt", with_opt=True)
+    state = torch.load(saved, weights_only=True)  # fastai's optimizer state holds an L
+    assert type(state["opt"]["hypers"]) is L
+    learner.load("ckpt")
+    with package_uninstalled(), pytest.raises(Exception, match="fastcore.foundation.L"):
+        torch.load(saved, weights_only=True)
+    assert fastai.learner is not None
