@@ -64,6 +64,7 @@ class ScanResult:
     # types whose instances receive BUILD / SETITEM(S): name of the global that made them
     built: set[str] = field(default_factory=set)
     setitem_targets: set[str] = field(default_factory=set)
+    last_offset: int = 0  # where the scan stopped (for messages)
 
     def unsupported_by_torch(self) -> list[str]:
         import pickletools
@@ -83,297 +84,319 @@ def normalise_global(module: str, name: str) -> str:
 
 
 # Stack symbols: _DATA for plain data, ("g", name) for a global, ("o", name) for an object made
-# from global ``name``, _MARK for a mark.  Strings are kept as str when short (STACK_GLOBAL).
+# from global ``name``.  Strings are kept as str when short (STACK_GLOBAL needs them).
 _DATA = None
 
 
-class _Mark:
-    pass
+class _Window:
+    """A sliding window over the stream: fixed-size arguments are always in ``buf`` (LOOKAHEAD bytes
+    ahead of the read position, unless at EOF); long string payloads are skipped without keeping them."""
 
+    CHUNK = 1 << 20
+    LOOKAHEAD = 2 * MAX_LINE + 64
 
-_MARK = _Mark()
-
-
-class _Reader:
     def __init__(self, stream: BinaryIO):
         self._read = stream.read
-        self.offset = 0
+        self.buf = b""
+        self.base = 0  # stream offset of buf[0]
+        self.eof = False
 
-    def read(self, n: int) -> bytes:
-        data = self._read(n)
-        if len(data) != n:
-            raise ScanError(f"truncated pickle: wanted {n} bytes at byte {self.offset}, got {len(data)}")
-        self.offset += n
-        return data
+    def refill(self, i: int) -> tuple[bytes, int, int]:
+        """Drop consumed bytes, read more; returns (buf, 0, limit) where ops starting before limit fit."""
+        if not self.eof:
+            more = self._read(self.CHUNK)
+            if not more:
+                self.eof = True
+            self.base += i
+            self.buf = self.buf[i:] + more
+            i = 0
+        limit = len(self.buf) if self.eof else len(self.buf) - self.LOOKAHEAD
+        return self.buf, i, limit
 
-    def skip(self, n: int) -> None:
+    def skip(self, i: int, n: int) -> tuple[bytes, int, int]:
+        """Advance past n payload bytes starting at buf[i]."""
+        available = len(self.buf) - i
+        if n <= available:
+            i += n
+            return self.buf, i, (len(self.buf) if self.eof else len(self.buf) - self.LOOKAHEAD)
+        n -= available
+        self.base += len(self.buf)
+        self.buf = b""
         while n > 0:
-            chunk = min(n, 1 << 20)
-            self.read(chunk)
-            n -= chunk
-
-    def line(self) -> bytes:
-        buf = bytearray()
-        while True:
-            c = self._read(1)
-            if not c:
-                raise ScanError(f"truncated pickle: unterminated line at byte {self.offset}")
-            self.offset += 1
-            if c == b"\n":
-                return bytes(buf)
-            buf += c
-            if len(buf) > MAX_LINE:
-                raise ScanError(f"line argument longer than {MAX_LINE} bytes at byte {self.offset}")
-
-    def text(self, n: int):
-        if n > KEEP_STR:
-            self.skip(n)
-            return _DATA
-        return self.read(n).decode("utf-8", "surrogatepass")
+            chunk = self._read(min(n, self.CHUNK))
+            if not chunk:
+                raise ScanError(f"truncated pickle: payload ends early at byte {self.base}")
+            n -= len(chunk)
+            self.base += len(chunk)
+        return self.refill(0)
 
 
-_U1 = struct.Struct("<B")
-_U2 = struct.Struct("<H")
 _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
 
+# Opcodes that push plain data and take a fixed-size argument: argument size by opcode, else -1.
+_PUSH_FIXED = tuple({0x4A: 4, 0x4B: 1, 0x4D: 2, 0x47: 8, 0x4E: 0, 0x88: 0, 0x89: 0, 0x29: 0, 0x5D: 0, 0x7D: 0,
+                     0x8F: 0}.get(c, -1) for c in range(256))
+_MUTATORS = {0x62: ("BUILD", "build-on-global"), 0x73: ("SETITEM", "setitem-on-global"),
+             0x75: ("SETITEMS", "setitem-on-global"), 0x61: ("APPEND", "append-on-global"),
+             0x65: ("APPENDS", "append-on-global"), 0x90: ("ADDITEMS", "append-on-global")}
+
 
 def scan(stream: BinaryIO) -> ScanResult:
-    """Scan one pickle (up to its STOP opcode) from ``stream``.  Raises ScanError if unreadable."""
-    r = _Reader(stream)
+    """Scan one pickle (up to its STOP opcode) from ``stream``.  Raises ScanError if unreadable.
+
+    The hot loop keeps everything in fast locals; an empty stack or missing MARK surfaces as
+    IndexError, an unknown memo key as KeyError, a short fixed-size argument as struct.error,
+    and all three are turned into ScanError here.
+    """
+    win = _Window(stream)
     res = ScanResult()
+    seen = bytearray(256)
+    try:
+        return _scan(win, res, seen)
+    except IndexError:
+        raise ScanError(f"stack underflow or missing MARK near byte {res.last_offset}") from None
+    except KeyError as exc:
+        raise ScanError(f"memo key {exc.args[0]} read before it was written (near byte {res.last_offset})") from None
+    except struct.error:
+        raise ScanError(f"truncated pickle near byte {res.last_offset}") from None
+    finally:
+        res.opcodes = {c for c in range(256) if seen[c]}
+
+
+def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
+    buf, i, limit = win.refill(0)
+    globals_, problems = res.globals, res.problems
     stack: list = []
     metastack: list[list] = []
     memo: dict[int, object] = {}
+    push = stack.append
+    u4 = _U4.unpack_from
+    push_fixed = _PUSH_FIXED
+    mutators = _MUTATORS
 
-    def use(sym, how: str) -> None:
-        if type(sym) is tuple and sym[0] == "g":
-            res.globals[sym[1]].add(how)
-
-    def global_ref(name: str) -> tuple:
-        res.globals.setdefault(name, set()).add(REFERENCED)
-        return ("g", name)
-
-    def pop_mark() -> list:
-        nonlocal stack
-        if not metastack:
-            raise ScanError(f"MARK expected before byte {op_offset}")
-        items = stack
-        stack = metastack.pop()
-        return items
-
-    def pop():
-        if not stack:
-            raise ScanError(f"stack underflow at byte {op_offset}")
-        return stack.pop()
-
-    def top():
-        if not stack:
-            raise ScanError(f"stack underflow at byte {op_offset}")
-        return stack[-1]
-
-    def problem(kind: str, detail: str) -> None:
-        if len(res.problems) < 100:
-            res.problems.append(Problem(kind, detail, op_offset))
-
-    def describe(sym) -> str:
-        return sym[1] if type(sym) is tuple else "a computed object"
-
-    def call(func, how: str) -> None:
-        """REDUCE / NEWOBJ: record the use, and push the symbolic result."""
-        if type(func) is tuple and func[0] == "g":
-            use(func, how)
-            stack.append(("o", func[1]))
-        else:
-            problem("call-non-global", f"{'REDUCE' if how == CALLED else 'NEWOBJ'} on {describe(func)} "
-                    "that was not loaded by name")
-            stack.append(_DATA)
-
-    def mutate(target, opname: str, kind: str, sink: set[str]) -> None:
-        if type(target) is tuple and target[0] == "g":
-            problem(kind, f"{opname} on the class or function object {target[1]} itself")
-        elif type(target) is tuple:
-            sink.add(target[1])
-
-    while True:
-        op_offset = r.offset
-        key = r._read(1)
-        if not key:
-            raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {r.offset})")
-        r.offset += 1
-        c = key[0]
-        res.opcodes.add(c)
-        if len(stack) > MAX_STACK or len(memo) > MAX_MEMO:
-            raise ScanError("pickle exceeds the scanner's stack or memo bound")
-
-        if c == 0x80:  # PROTO
-            res.protocol = r.read(1)[0]
-            if res.protocol > 5:
-                raise ScanError(f"unsupported pickle protocol {res.protocol}")
-        elif c == 0x95:  # FRAME
-            r.read(8)
-        elif c == 0x2E:  # STOP
-            pop()
-            return res
-        # --- globals -------------------------------------------------------------------------
-        elif c == 0x63:  # GLOBAL
-            module = r.line().decode("utf-8", "replace")
-            name = r.line().decode("utf-8", "replace")
-            stack.append(global_ref(normalise_global(module, name)))
-        elif c == 0x93:  # STACK_GLOBAL
-            name, module = pop(), pop()
-            if type(module) is str and type(name) is str:
-                stack.append(global_ref(f"{module}.{name}"))
-            else:
-                problem("stack-global", "STACK_GLOBAL with a computed module or name")
-                stack.append(_DATA)
-        elif c in (0x69, 0x6F):  # INST, OBJ
-            if c == 0x69:
-                module = r.line().decode("utf-8", "replace")
-                name = r.line().decode("utf-8", "replace")
-                cls = global_ref(normalise_global(module, name))
-                pop_mark()
-            else:
-                items = pop_mark()
-                cls = items[0] if items else _DATA
-            call(cls, CALLED)
-        elif c in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
-            r.read({0x82: 1, 0x83: 2, 0x84: 4}[c])
-            problem("extension", "copyreg extension code (EXT opcode)")
-            stack.append(_DATA)
-        # --- calls and mutation ----------------------------------------------------------------
-        elif c == 0x52:  # REDUCE
-            pop()
-            call(pop(), CALLED)
-        elif c == 0x81:  # NEWOBJ
-            pop()
-            call(pop(), CONSTRUCTED)
-        elif c == 0x92:  # NEWOBJ_EX
-            pop()
-            pop()
-            call(pop(), CONSTRUCTED)
-        elif c == 0x62:  # BUILD
-            pop()
-            mutate(top(), "BUILD", "build-on-global", res.built)
-        elif c == 0x73:  # SETITEM
-            pop()
-            pop()
-            mutate(top(), "SETITEM", "setitem-on-global", res.setitem_targets)
-        elif c == 0x75:  # SETITEMS
-            pop_mark()
-            mutate(top(), "SETITEMS", "setitem-on-global", res.setitem_targets)
-        elif c == 0x61:  # APPEND
-            pop()
-            mutate(top(), "APPEND", "append-on-global", res.setitem_targets)
-        elif c in (0x65, 0x90):  # APPENDS, ADDITEMS
-            pop_mark()
-            mutate(top(), "APPENDS" if c == 0x65 else "ADDITEMS", "append-on-global", res.setitem_targets)
-        elif c == 0x50:  # PERSID
-            r.line()
-            stack.append(_DATA)
-        elif c == 0x51:  # BINPERSID
-            pop()
-            stack.append(_DATA)
-        # --- stack and memo --------------------------------------------------------------------
-        elif c == 0x28:  # MARK
-            metastack.append(stack)
-            stack = []
-        elif c == 0x30:  # POP
-            if stack:
-                stack.pop()
-            else:
-                pop_mark()
-        elif c == 0x31:  # POP_MARK
-            pop_mark()
-        elif c == 0x32:  # DUP
-            stack.append(top())
-        elif c in (0x74, 0x6C, 0x91):  # TUPLE, LIST, FROZENSET
-            pop_mark()
-            stack.append(_DATA)
-        elif c == 0x85:  # TUPLE1
-            pop()
-            stack.append(_DATA)
-        elif c == 0x86:  # TUPLE2
-            pop()
-            pop()
-            stack.append(_DATA)
-        elif c == 0x87:  # TUPLE3
-            pop()
-            pop()
-            pop()
-            stack.append(_DATA)
-        elif c == 0x64:  # DICT
-            pop_mark()
-            stack.append(_DATA)
-        elif c in (0x70, 0x67):  # PUT, GET (text index)
-            line = r.line()
-            try:
-                idx = int(line)
-            except ValueError:
-                raise ScanError(f"bad memo index {line[:20]!r} at byte {op_offset}") from None
-            if c == 0x70:
-                memo[idx] = top()
-            else:
-                stack.append(_memo_get(memo, idx, op_offset))
-        elif c in (0x71, 0x72):  # BINPUT, LONG_BINPUT
-            idx = r.read(1)[0] if c == 0x71 else _U4.unpack(r.read(4))[0]
-            memo[idx] = top()
-        elif c == 0x94:  # MEMOIZE
-            memo[len(memo)] = top()
-        elif c in (0x68, 0x6A):  # BINGET, LONG_BINGET
-            idx = r.read(1)[0] if c == 0x68 else _U4.unpack(r.read(4))[0]
-            stack.append(_memo_get(memo, idx, op_offset))
-        # --- plain data -----------------------------------------------------------------------
-        elif c in (0x29, 0x5D, 0x7D, 0x8F, 0x4E, 0x88, 0x89):  # empty containers, None, bools
-            stack.append(_DATA)
-        elif c == 0x4B:  # BININT1
-            r.read(1)
-            stack.append(_DATA)
-        elif c == 0x4D:  # BININT2
-            r.read(2)
-            stack.append(_DATA)
-        elif c == 0x4A:  # BININT
-            r.read(4)
-            stack.append(_DATA)
-        elif c == 0x47:  # BINFLOAT
-            r.read(8)
-            stack.append(_DATA)
-        elif c == 0x8A:  # LONG1
-            r.skip(r.read(1)[0])
-            stack.append(_DATA)
-        elif c == 0x8B:  # LONG4
-            n = _I4.unpack(r.read(4))[0]
-            if n < 0:
-                raise ScanError(f"negative LONG4 length at byte {op_offset}")
-            r.skip(n)
-            stack.append(_DATA)
-        elif c in (0x49, 0x4C, 0x46, 0x53, 0x56):  # INT, LONG, FLOAT, STRING, UNICODE (text)
-            line = r.line()
-            stack.append(line.decode("raw_unicode_escape")[:KEEP_STR] if c == 0x56 and len(line) <= KEEP_STR
-                         else _DATA)
-        elif c in (0x55, 0x43, 0x8C):  # SHORT_BINSTRING, SHORT_BINBYTES, SHORT_BINUNICODE
-            n = r.read(1)[0]
-            stack.append(r.text(n) if c == 0x8C else (r.skip(n) or _DATA))
-        elif c in (0x54, 0x42, 0x58):  # BINSTRING, BINBYTES, BINUNICODE
-            n = _U4.unpack(r.read(4))[0] if c != 0x54 else _I4.unpack(r.read(4))[0]
-            if n < 0:
-                raise ScanError(f"negative length at byte {op_offset}")
-            stack.append(r.text(n) if c == 0x58 else (r.skip(n) or _DATA))
-        elif c in (0x8D, 0x8E, 0x96):  # BINUNICODE8, BINBYTES8, BYTEARRAY8
-            n = _U8.unpack(r.read(8))[0]
-            stack.append(r.text(n) if c == 0x8D else (r.skip(n) or _DATA))
-        elif c == 0x97:  # NEXT_BUFFER (protocol 5 out-of-band data)
-            problem("out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)")
-            stack.append(_DATA)
-        elif c == 0x98:  # READONLY_BUFFER
-            top()
-        else:
-            raise ScanError(f"unknown opcode 0x{c:02x} at byte {op_offset}")
-
-
-def _memo_get(memo: dict, idx: int, offset: int):
+    start = 0
     try:
-        return memo[idx]
-    except KeyError:
-        raise ScanError(f"memo key {idx} read before it was written (byte {offset})") from None
+        while True:
+            if i >= limit:
+                buf, i, limit = win.refill(i)
+                if len(stack) > MAX_STACK or len(memo) > MAX_MEMO:
+                    raise ScanError("pickle exceeds the scanner's stack or memo bound")
+                if i >= len(buf):
+                    raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {win.base + i})")
+            c = buf[i]
+            start = i
+            i += 1
+            seen[c] = 1
+            k = push_fixed[c]
+            if k >= 0:  # BININT*, BINFLOAT, NONE, bools, empty containers
+                if i + k > len(buf):
+                    raise ScanError(f"truncated pickle at byte {win.base + start}")
+                i += k
+                push(_DATA)
+            elif c == 0x72:  # LONG_BINPUT
+                memo[u4(buf, i)[0]] = stack[-1]
+                i += 4
+            elif c == 0x6A:  # LONG_BINGET
+                push(memo[u4(buf, i)[0]])
+                i += 4
+            elif c == 0x71:  # BINPUT
+                memo[buf[i]] = stack[-1]
+                i += 1
+            elif c == 0x68:  # BINGET
+                push(memo[buf[i]])
+                i += 1
+            elif c == 0x8A:  # LONG1
+                i += 1 + buf[i]
+                push(_DATA)
+            elif c == 0x58 or c == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
+                if c == 0x58:
+                    n = u4(buf, i)[0]
+                    i += 4
+                else:
+                    n = buf[i]
+                    i += 1
+                if n <= KEEP_STR and i + n <= len(buf):
+                    push(buf[i:i + n].decode("utf-8", "surrogatepass"))
+                    i += n
+                else:
+                    buf, i, limit = win.skip(i, n)
+                    push(_DATA)
+            elif c == 0x28:  # MARK
+                metastack.append(stack)
+                stack = []
+                push = stack.append
+            elif c == 0x52 or c == 0x81:  # REDUCE, NEWOBJ: replace (callable, args) by the result
+                stack.pop()
+                func = stack[-1]
+                if type(func) is tuple and func[0] == "g":
+                    globals_[func[1]].add(CALLED if c == 0x52 else CONSTRUCTED)
+                    stack[-1] = ("o", func[1])
+                else:
+                    _problem(problems, "call-non-global", f"{'REDUCE' if c == 0x52 else 'NEWOBJ'} on "
+                             f"{func[1] if type(func) is tuple else 'a computed object'} that was not loaded by name", win.base + start)
+                    stack[-1] = _DATA
+            elif c in mutators:  # BUILD, SETITEM(S), APPEND(S), ADDITEMS
+                if c == 0x62 or c == 0x61:
+                    stack.pop()
+                elif c == 0x73:
+                    stack.pop()
+                    stack.pop()
+                else:
+                    stack = metastack.pop()
+                    push = stack.append
+                target = stack[-1]
+                if type(target) is tuple:
+                    opname, kind = mutators[c]
+                    if target[0] == "g":
+                        _problem(problems, kind, f"{opname} on the class or function object {target[1]} itself", win.base + start)
+                    else:
+                        (res.built if c == 0x62 else res.setitem_targets).add(target[1])
+            elif c == 0x85:  # TUPLE1
+                stack[-1] = _DATA
+            elif c == 0x86:  # TUPLE2
+                stack.pop()
+                stack[-1] = _DATA
+            elif c == 0x87:  # TUPLE3
+                del stack[-2:]
+                stack[-1] = _DATA
+            elif c == 0x74 or c == 0x6C or c == 0x91 or c == 0x64:  # TUPLE, LIST, FROZENSET, DICT
+                stack = metastack.pop()
+                push = stack.append
+                push(_DATA)
+            elif c == 0x63 or c == 0x69:  # GLOBAL, INST
+                module, i = _line(buf, i, win)
+                name, i = _line(buf, i, win)
+                full = normalise_global(module, name)
+                globals_.setdefault(full, set()).add(REFERENCED)
+                if c == 0x63:
+                    push(("g", full))
+                else:
+                    stack = metastack.pop()
+                    push = stack.append
+                    globals_[full].add(CALLED)
+                    push(("o", full))
+            elif c == 0x93:  # STACK_GLOBAL
+                name = stack.pop()
+                module = stack[-1]
+                if type(module) is str and type(name) is str:
+                    full = f"{module}.{name}"
+                    globals_.setdefault(full, set()).add(REFERENCED)
+                    stack[-1] = ("g", full)
+                else:
+                    _problem(problems, "stack-global", "STACK_GLOBAL with a computed module or name", win.base + start)
+                    stack[-1] = _DATA
+            elif c == 0x51:  # BINPERSID
+                stack[-1] = _DATA
+            elif c == 0x2E:  # STOP
+                stack.pop()
+                return res
+            elif c == 0x80:  # PROTO
+                res.protocol = buf[i]
+                i += 1
+                if res.protocol > 5:
+                    raise ScanError(f"unsupported pickle protocol {res.protocol}")
+            elif c == 0x95:  # FRAME
+                i += 8
+            elif c == 0x94:  # MEMOIZE
+                memo[len(memo)] = stack[-1]
+            elif c == 0x92:  # NEWOBJ_EX
+                del stack[-2:]
+                func = stack[-1]
+                if type(func) is tuple and func[0] == "g":
+                    globals_[func[1]].add(CONSTRUCTED)
+                    stack[-1] = ("o", func[1])
+                else:
+                    _problem(problems, "call-non-global", "NEWOBJ_EX on a computed object", win.base + start)
+                    stack[-1] = _DATA
+            elif c == 0x6F:  # OBJ
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                cls = items[0] if items else _DATA
+                if type(cls) is tuple and cls[0] == "g":
+                    globals_[cls[1]].add(CALLED)
+                    push(("o", cls[1]))
+                else:
+                    _problem(problems, "call-non-global", "OBJ on a computed object", win.base + start)
+                    push(_DATA)
+            elif c in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
+                i += {0x82: 1, 0x83: 2, 0x84: 4}[c]
+                _problem(problems, "extension", "copyreg extension code (EXT opcode)", win.base + start)
+                push(_DATA)
+            elif c == 0x30:  # POP
+                if stack:
+                    stack.pop()
+                else:
+                    stack = metastack.pop()
+                    push = stack.append
+            elif c == 0x31:  # POP_MARK
+                stack = metastack.pop()
+                push = stack.append
+            elif c == 0x32:  # DUP
+                push(stack[-1])
+            elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
+                text, i = _line(buf, i, win)
+                try:
+                    idx = int(text)
+                except ValueError:
+                    raise ScanError(f"bad memo index {text[:20]!r} at byte {win.base + start}") from None
+                if c == 0x70:
+                    memo[idx] = stack[-1]
+                else:
+                    push(memo[idx])
+            elif c in (0x49, 0x4C, 0x46, 0x53, 0x50):  # INT, LONG, FLOAT, STRING, PERSID (text)
+                _, i = _line(buf, i, win)
+                push(_DATA)
+            elif c == 0x56:  # UNICODE (raw-unicode-escape text)
+                text, i = _line(buf, i, win)
+                push(text.encode("utf-8", "surrogateescape").decode("raw_unicode_escape") if len(text) <= KEEP_STR
+                     else _DATA)
+            elif c in (0x55, 0x43, 0x54, 0x42, 0x8B, 0x8D, 0x8E, 0x96):  # length-prefixed payloads
+                if c in (0x55, 0x43):  # SHORT_BINSTRING, SHORT_BINBYTES
+                    n = buf[i]
+                    i += 1
+                elif c in (0x54, 0x8B):  # BINSTRING, LONG4 (signed lengths)
+                    n = _I4.unpack_from(buf, i)[0]
+                    i += 4
+                elif c == 0x42:  # BINBYTES
+                    n = u4(buf, i)[0]
+                    i += 4
+                else:  # BINUNICODE8, BINBYTES8, BYTEARRAY8
+                    n = _U8.unpack_from(buf, i)[0]
+                    i += 8
+                if n < 0:
+                    raise ScanError(f"negative length at byte {win.base + start}")
+                if c == 0x8D and n <= KEEP_STR and i + n <= len(buf):
+                    push(buf[i:i + n].decode("utf-8", "surrogatepass"))
+                    i += n
+                else:
+                    buf, i, limit = win.skip(i, n)
+                    push(_DATA)
+            elif c == 0x97:  # NEXT_BUFFER (protocol 5 out-of-band data)
+                _problem(problems, "out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)", win.base + start)
+                push(_DATA)
+            elif c == 0x98:  # READONLY_BUFFER
+                stack[-1]
+            else:
+                raise ScanError(f"unknown opcode 0x{c:02x} at byte {win.base + start}")
+            if i > len(buf):
+                raise ScanError(f"truncated pickle at byte {win.base + start}")
+    except (IndexError, KeyError, struct.error):
+        res.last_offset = win.base + start
+        raise
+
+
+def _line(buf: bytes, i: int, win: _Window) -> tuple[str, int]:
+    j = buf.find(b"\n", i, i + MAX_LINE + 1)
+    if j < 0:
+        if len(buf) - i > MAX_LINE:
+            raise ScanError(f"line argument longer than {MAX_LINE} bytes at byte {win.base + i}")
+        raise ScanError(f"truncated pickle: unterminated line at byte {win.base + i}")
+    return buf[i:j].decode("utf-8", "replace"), j + 1
+
+
+def _problem(problems: list, kind: str, detail: str, offset: int) -> None:
+    if len(problems) < 100:
+        problems.append(Problem(kind, detail, offset))

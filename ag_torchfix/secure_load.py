@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import sys
 import warnings
 import zipfile
@@ -29,6 +30,7 @@ from .errors import (
 )
 
 _ENTRIES = {e.name: e for e in allowlist.FASTAI_INTERNALS}
+MAX_PICKLE_RECORD = 256 << 20  # data.pkl holds the object graph only; tensor bytes are separate records
 _DTYPE_CLASSES = tuple(e.name for e in allowlist.FASTAI_INTERNALS if e.name.startswith("numpy.dtypes."))
 
 
@@ -79,9 +81,15 @@ def _load_secure(stream: BinaryIO, start: int, path: str | None, model: str | No
         with torch_scope.active(scope), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             learner = torch.load(stream, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
         raise DisallowedGlobalsError([], [f"torch's weights-only unpickler refused it: {_first_line(exc)}"],
                                      **where) from exc
+    except RuntimeError as exc:
+        if any(s in str(exc) for s in ("PytorchStreamReader", "zip archive", "CRC")):
+            raise UnreadableFileError(f"torch could not read the archive ({_first_line(exc)})", **where) from exc
+        raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
+    except Exception as exc:
+        raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
     from fastai.learner import Learner
 
     if not isinstance(learner, Learner):
@@ -122,8 +130,11 @@ def _scan_archive(stream: BinaryIO, where: dict) -> pickle_scan.ScanResult:
             raise UnreadableFileError("it is a TorchScript archive, not a torch.save archive", **where)
         if len(pickles) != 1:
             raise UnreadableFileError(f"it is not a torch.save archive ({len(pickles)} data.pkl records)", **where)
-        with archive.open(pickles[0]) as data:
-            return pickle_scan.scan(data)
+        if pickles[0].file_size > MAX_PICKLE_RECORD:
+            raise UnreadableFileError(f"its pickle record is {pickles[0].file_size} bytes, over the "
+                                      f"{MAX_PICKLE_RECORD}-byte bound for fastai internals", **where)
+        record = archive.read(pickles[0])  # checks the CRC; tensors live in other records
+        return pickle_scan.scan(io.BytesIO(record))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
         raise UnreadableFileError(f"it is a corrupt or truncated zip archive ({_first_line(exc)})", **where) from exc
     except pickle_scan.ScanError as exc:

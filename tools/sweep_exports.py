@@ -5,7 +5,7 @@ written itself, with a recording unpickler, and writes a JSON report of *candida
 every global, every ``getattr(obj, name)`` pair and every ``defaultdict`` factory found.
 A human reviews each candidate before it enters ``ag_torchfix/allowlist.py``.
 
-Usage: python tools/sweep_exports.py OUT.json [--quick]
+Usage: python tools/sweep_exports.py OUT.json [--quick]   (or: make sweep)
 """
 
 from __future__ import annotations
@@ -19,32 +19,9 @@ import tempfile
 import types
 
 import numpy as np
-import pandas as pd
 
-
-def make_table(n: int, problem_type: str, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    words = ["red", "green", "blue", "big", "small", "fast", "slow", "cat", "dog", "tree"]
-    df = pd.DataFrame(
-        {
-            "num_nan": rng.normal(size=n),
-            "int": rng.integers(0, 50, n),
-            "cat": rng.choice(["a", "b", "c", "d"], n),
-            "hicard": [f"id{i}" for i in rng.integers(0, 150, n)],
-            "flag": rng.random(n) > 0.5,
-            "date": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D"),
-            "text": [" ".join(rng.choice(words, 8)) for _ in range(n)],
-        }
-    )
-    df.loc[::7, "num_nan"] = np.nan
-    signal = df["num_nan"].fillna(0) + (df["cat"] == "a") + 0.02 * df["int"]
-    if problem_type == "binary":
-        df["label"] = np.where(signal > 0.6, "yes", "no")
-    elif problem_type == "multiclass":
-        df["label"] = pd.cut(signal, [-np.inf, 0.2, 0.9, 1.5, np.inf], labels=["w", "x", "y", "z"]).astype(str)
-    else:
-        df["label"] = signal + rng.normal(scale=0.1, size=n)
-    return df
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+from helpers import make_table  # noqa: E402  (the same table the tests train on)
 
 
 BINARY_METRICS = ["accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "precision",
@@ -132,6 +109,7 @@ def record_file(path: pathlib.Path, rec: Recorder) -> None:
 def main() -> None:
     out = pathlib.Path(sys.argv[1])
     quick = "--quick" in sys.argv
+    import ag_torchfix  # noqa: F401  (fastai <= 2.7.18 cannot train on torch >= 2.6 without it)
     from autogluon.tabular import TabularPredictor
 
     report = {"configs": {}, "globals": {}, "uses": {}, "getattr_pairs": {}, "defaultdict_factories": {}}

@@ -1,0 +1,154 @@
+"""make bench: ag_torchfix against the original, side by side in one run, as ratios.
+
+Measures (alternating runs, medians):
+1. import cost: a fresh interpreter importing ag_torchfix vs one that imports nothing;
+2. model-internals.pkl: ag_torchfix.load_learner vs fastai's load_learner (in process);
+3. TabularPredictor.load + predict_proba in a fresh process, with vs without the package.
+Targets: import adds < 10 ms; internals load <= 2x; whole load+predict <= 1.10x.
+Writes the table to stdout and benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+ENV = {**os.environ, "AG_TORCHFIX_AUTOLOAD": "0"}
+
+
+def fresh(code: str) -> float:
+    """Seconds a fresh interpreter reports for ``code`` (it prints the number)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def wall(args: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(args, capture_output=True, env=ENV, check=True)
+    return time.perf_counter() - t
+
+
+def alternate(a, b, n: int) -> tuple[float, float]:
+    xs, ys = [], []
+    for _ in range(n):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
+def bench_import(n: int) -> list[tuple]:
+    timed = "import time; t=time.perf_counter(); import ag_torchfix; print(time.perf_counter()-t)"
+    in_process = statistics.median(fresh(timed) for _ in range(n))
+    with_pkg, without = alternate(lambda: wall([sys.executable, "-c", "import ag_torchfix"]),
+                                  lambda: wall([sys.executable, "-c", "pass"]), n)
+    return [
+        ("`import ag_torchfix` (in a fresh interpreter)", f"{in_process * 1e3:.2f} ms", "-", "-", "< 10 ms"),
+        ("interpreter start + import vs bare start", f"{with_pkg * 1e3:.1f} ms", f"{without * 1e3:.1f} ms",
+         f"+{(with_pkg - without) * 1e3:.1f} ms", "< 10 ms"),
+    ]
+
+
+def bench_internals(predictor: pathlib.Path, n: int) -> list[tuple]:
+    import warnings
+
+    from fastai.learner import load_learner as fastai_load_learner
+
+    import ag_torchfix
+
+    warnings.filterwarnings("ignore")
+    file = next(predictor.rglob("model-internals.pkl"))
+    ag_torchfix.load_learner(file), fastai_load_learner(file)  # warm imports and caches
+
+    def timed(fn):
+        def run():
+            t = time.perf_counter()
+            fn(file)
+            return time.perf_counter() - t
+        return run
+
+    secure, original = alternate(timed(ag_torchfix.load_learner), timed(fastai_load_learner), n)
+    return [("load model-internals.pkl", f"{secure * 1e3:.1f} ms", f"{original * 1e3:.1f} ms",
+             f"{secure / original:.2f}x", "<= 2x")]
+
+
+PREDICT = """
+import sys, time
+t = time.perf_counter()
+if sys.argv[2] == "with":
+    import ag_torchfix
+sys.path.insert(0, {tests!r})
+from autogluon.tabular import TabularPredictor
+from helpers import make_table
+data = make_table(200, "binary", seed=11).drop(columns=["label"])
+t0, c0 = time.perf_counter(), time.process_time()
+p = TabularPredictor.load(sys.argv[1], verbosity=0)
+p.predict_proba(data, model="NeuralNetFastAI")
+print(time.perf_counter() - t0, time.process_time() - c0)
+"""
+
+
+def bench_predictor(predictor: pathlib.Path, n: int) -> list[tuple]:
+    """Wall and CPU time of load + predict_proba in fresh processes (CPU time is steadier on a busy box)."""
+    code = PREDICT.format(tests=str(ROOT / "tests"))
+    samples = {"with": [], "without": []}
+    for _ in range(n):
+        for mode in samples:
+            out = subprocess.run([sys.executable, "-c", code, str(predictor), mode], capture_output=True, text=True,
+                                 env=ENV, check=True).stdout.strip().splitlines()[-1]
+            samples[mode].append(tuple(float(x) for x in out.split()))
+    rows = []
+    for label, k in (("wall", 0), ("CPU", 1)):
+        w = statistics.median(s[k] for s in samples["with"])
+        o = statistics.median(s[k] for s in samples["without"])
+        rows.append((f"TabularPredictor.load + predict_proba, fresh process ({label})", f"{w * 1e3:.0f} ms",
+                     f"{o * 1e3:.0f} ms", f"{w / o:.2f}x", "<= 1.10x"))
+    return rows
+
+
+def train(dest: pathlib.Path) -> pathlib.Path:
+    from autogluon.tabular import TabularPredictor
+    from helpers import make_table
+
+    import ag_torchfix  # noqa: F401
+
+    TabularPredictor(label="label", path=str(dest), verbosity=0).fit(
+        make_table(400, "binary"), hyperparameters={"FASTAI": {"epochs": 3}}, fit_weighted_ensemble=False)
+    return dest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    n_import, n_load, n_predict = (10, 10, 3) if args.quick else (40, 30, 15)
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = train(pathlib.Path(tmp) / "predictor")
+        rows = bench_import(n_import) + bench_internals(predictor, n_load) + bench_predictor(predictor, n_predict)
+    versions = {}
+    for name in ("torch", "fastai", "autogluon.tabular"):
+        from importlib.metadata import version
+
+        versions[name] = version(name)
+    header = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python "
+              f"{platform.python_version()}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
+              + f"; medians of alternating runs (import {n_import}, internals {n_load}, predictor {n_predict}).")
+    lines = [header, "", "| measurement | ag_torchfix | original | ratio | target |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
+    table = "\n".join(lines)
+    print(table)
+    (ROOT / "benchmarks" / "results.md").write_text(table + "\n")
+    print(json.dumps({"rows": rows}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

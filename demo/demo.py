@@ -1,0 +1,77 @@
+"""make demo: the failure, the fix, and a refusal, each in a fresh process.
+
+1. A predictor with NeuralNetFastAI, loaded under TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 without ag_torchfix: fails.
+2. The same with ag_torchfix: loads through the secure loader and predicts.
+3. A tampered copy (its model-internals.pkl runs a shell command under full pickle): refused, nothing runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+PROBE = textwrap.dedent(
+    """
+    import sys
+    if sys.argv[2] == "with":
+        import ag_torchfix
+    sys.path.insert(0, {tests!r})
+    from autogluon.tabular import TabularPredictor
+    from helpers import make_table
+    try:
+        predictor = TabularPredictor.load(sys.argv[1], verbosity=0)
+        proba = predictor.predict_proba(make_table(5, "binary", seed=7).drop(columns=["label"]), model="NeuralNetFastAI")
+        print("OK: loaded and predicted; P(yes) =", [round(float(v), 3) for v in proba["yes"]])
+    except Exception as exc:
+        print(f"FAILED: {{type(exc).__module__}}.{{type(exc).__name__}}: {{exc}}")
+    """
+).format(tests=str(ROOT / "tests"))
+
+
+def run(title: str, predictor: pathlib.Path, with_package: bool, **env) -> None:
+    print(f"\n=== {title}")
+    full_env = {**os.environ, "AG_TORCHFIX_AUTOLOAD": "0", **env}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(predictor), "with" if with_package else "without"],
+                         capture_output=True, text=True, env=full_env, timeout=600)
+    print(textwrap.indent((out.stdout + out.stderr[-2000:] if out.returncode else out.stdout).strip(), "    "))
+
+
+def main() -> None:
+    from autogluon.tabular import TabularPredictor
+    from helpers import OsSystem, full_pickle_learner, make_table, save_learner
+
+    import ag_torchfix  # noqa: F401  (needed to train NeuralNetFastAI on legacy fastai stacks)
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="ag-torchfix-demo-"))
+    predictor = work / "predictor"
+    print(f"Training a small predictor with NeuralNetFastAI in {predictor} ...")
+    TabularPredictor(label="label", path=str(predictor), verbosity=0).fit(
+        make_table(300, "binary"), hyperparameters={"FASTAI": {"epochs": 3}}, fit_weighted_ensemble=False)
+
+    run("1. TORCH_FORCE_WEIGHTS_ONLY_LOAD=1, without ag_torchfix", predictor, False, TORCH_FORCE_WEIGHTS_ONLY_LOAD="1")
+    run("2. TORCH_FORCE_WEIGHTS_ONLY_LOAD=1, with ag_torchfix", predictor, True, TORCH_FORCE_WEIGHTS_ONLY_LOAD="1")
+
+    tampered = work / "tampered"
+    shutil.copytree(predictor, tampered)
+    marker = work / "PWNED"
+    internals = tampered / "models" / "NeuralNetFastAI" / "model-internals.pkl"
+    learner = full_pickle_learner(internals)
+    learner.recorder.note = OsSystem(marker)  # runs `touch PWNED` when unpickled with full pickle
+    save_learner(learner, internals)
+    run("3. a tampered copy, with ag_torchfix", tampered, True)
+    print(f"\n    payload ran: {marker.exists()}")
+    shutil.rmtree(work, ignore_errors=True)
+    if marker.exists():
+        sys.exit("the payload ran")
+
+
+if __name__ == "__main__":
+    main()
