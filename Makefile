@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: venv test demo bench sweep clean
 
 # The pinned dev stack (requirements/current.txt) plus the package itself, editable.
-$(STAMP): requirements/current.txt pyproject.toml
+$(STAMP): requirements/current.txt pyproject.toml hatch_build.py plugin/ag_torchfix.pth plugin/_ag_torchfix_autoload.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/current.txt "pytest>=7"

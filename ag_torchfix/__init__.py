@@ -7,6 +7,8 @@ milliseconds and imports none of torch, fastai or AutoGluon; the patches apply w
 imported.  Full-pickle loading happens only for files you trust (see ``trusted``).
 """
 
+import sys as _sys
+
 from .activation import install, status, uninstall
 
 __version__ = "0.1.0"
@@ -42,4 +44,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-install(how="import")
+# the start-up hook (plugin/_ag_torchfix_autoload.py) imports this package when it activates it
+install(how="plugin" if getattr(_sys.modules.get("_ag_torchfix_autoload"), "activating", False) else "import")

@@ -32,6 +32,11 @@ def install(*, how: str = "explicit") -> None:
         import_hooks.when_imported(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
 
 
+def activate() -> None:
+    """The ``autogluon.plugins`` entry point: what tools that enumerate AutoGluon plugins call."""
+    install(how="entry point")
+
+
 def uninstall() -> None:
     """Restore every patched object and remove exactly the globals the package added."""
     with _lock:
@@ -51,12 +56,16 @@ def uninstall() -> None:
 
 def status() -> dict[str, object]:
     """Whether and how the package is active in this process."""
+    import sys
+
     from . import autogluon_patch
 
+    hook = sys.modules.get("_ag_torchfix_autoload")
     with _lock:
         return {
             "installed": _state["installed"],
             "how": _state["how"],
+            "startup_hook": None if hook is None else getattr(hook, "__file__", "?"),
             "autogluon_patched": autogluon_patch.is_applied(),
             "fastai_globals_registered": len(_state["added_globals"]),
             "watching": import_hooks.watched(),
