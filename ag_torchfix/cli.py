@@ -1,12 +1,15 @@
 """Command line: ``ag-torchfix`` / ``python -m ag_torchfix``.
 
-- ``status`` (the default): is the package active in this process, how was it activated, which
-  trust settings are in force.
+- ``status`` (the default): is the package active in this process, how, and the trust settings;
+- ``scan PATH...``: audit predictor directories and files without loading them (exit 0 all allowed,
+  1 something needs trust, 2 something dangerous, 3 a file could not be read; a known danger wins);
+- ``doctor``: versions, the known failures, whether this environment has them and is covered.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -15,12 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ag-torchfix", description="Secure loading of AutoGluon's fastai models.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("status", help="whether ag_torchfix is active here, how, and the trust settings (default)")
+    scan = sub.add_parser("scan", help="audit predictor directories and pickle files without loading them")
+    scan.add_argument("paths", nargs="+", metavar="PATH")
+    scan.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.scan/1)")
+    scan.add_argument("--verbose", "-v", action="store_true", help="list every global, not only the problems")
+    doctor = sub.add_parser("doctor", help="versions, known failures, and whether ag_torchfix covers them here")
+    doctor.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.command in (None, "status"):
-        return _status()
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
-    return 2
+    if args.command == "scan":
+        return _scan(args)
+    if args.command == "doctor":
+        return _doctor(args)
+    return _status()
 
+
+# --- status ----------------------------------------------------------------------------------------
 
 def _status() -> int:
     import ag_torchfix
@@ -33,20 +45,143 @@ def _status() -> int:
     print(f"ag_torchfix {ag_torchfix.__version__}: {'active' if st['installed'] else 'NOT active'} in this process")
     if st["installed"]:
         print(f"  activated by: {how}")
-    autoload = os.environ.get("AG_TORCHFIX_AUTOLOAD")
-    if st["startup_hook"]:
-        print(f"  start-up hook: installed ({st['startup_hook']})")
-    elif autoload is not None and autoload.strip() == "0":
-        print("  start-up hook: turned off by AG_TORCHFIX_AUTOLOAD=0")
-    else:
-        print("  start-up hook: not installed in this environment (activation needs `import ag_torchfix`)")
-    print(f"  AutoGluon fastai loader patched: {'yes' if st['autogluon_patched'] else 'not yet (AutoGluon fastai model module not imported)'}")
-    print(f"  fastai checkpoint globals added to torch's safe set: {st['fastai_globals_registered'] or 'not yet (fastai not imported)'}")
-    t = trust.describe()
-    env = t["env"]
-    meaning = {"none": "nothing trusted", "all": "every file trusted", "paths": "files under " + ", ".join(t["env_paths"]),
-               "invalid": "not understood: nothing trusted"}[t["env_trusts"]]
+    print(f"  start-up hook: {_hook_state(st)}")
+    print("  AutoGluon fastai loader patched: "
+          + ("yes" if st["autogluon_patched"] else "not yet (AutoGluon's fastai model module is not imported)"))
+    print("  fastai checkpoint globals added to torch's safe set: "
+          + (str(st["fastai_globals_registered"]) if st["fastai_globals_registered"] else "not yet (fastai not imported)"))
     print("trust:")
-    print(f"  AG_TORCHFIX_TRUST: {'unset' if env is None else repr(env)} ({meaning})")
-    print(f"  TORCH_FORCE_WEIGHTS_ONLY_LOAD: {'set: weights-only is forced, trust never enables full pickle' if t['torch_force_weights_only'] else 'unset'}")
+    for line in _trust_lines():
+        print(f"  {line}")
+    return 0
+
+
+def _hook_state(st: dict) -> str:
+    if st["startup_hook"]:
+        return f"installed ({st['startup_hook']})"
+    if os.environ.get("AG_TORCHFIX_AUTOLOAD", "").strip() == "0":
+        return "turned off by AG_TORCHFIX_AUTOLOAD=0"
+    return "not installed in this environment (activation needs `import ag_torchfix`)"
+
+
+def _trust_lines() -> list[str]:
+    from ag_torchfix import trust
+
+    t = trust.describe()
+    meaning = {"none": "nothing trusted", "all": "every file trusted",
+               "paths": "files under " + ", ".join(t["env_paths"]), "invalid": "not understood: nothing trusted"}
+    env = "unset" if t["env"] is None else repr(t["env"])
+    force = ("set: weights-only loading is forced, trust never enables full pickle" if t["torch_force_weights_only"]
+             else "unset")
+    return [f"AG_TORCHFIX_TRUST: {env} ({meaning[t['env_trusts']]})", f"TORCH_FORCE_WEIGHTS_ONLY_LOAD: {force}"]
+
+
+# --- scan ------------------------------------------------------------------------------------------
+
+_COLOURS = {"allowed": "32", "needs-trust": "33", "dangerous": "31;1", "unreadable": "35"}
+_LABELS = {"allowed": "loads securely", "needs-trust": "needs trust", "dangerous": "DANGEROUS",
+           "unreadable": "unreadable"}
+
+
+def _scan(args) -> int:
+    from ag_torchfix import scanner
+
+    progress = _Progress() if sys.stderr.isatty() else None
+    report = scanner.scan_paths(args.paths, progress=progress)
+    if progress:
+        progress.done()
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_report(report, verbose=args.verbose, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    return report.exit_code
+
+
+def _print_report(report, *, verbose: bool, colour: bool) -> None:
+    paint = (lambda text, verdict: f"\033[{_COLOURS[verdict]}m{text}\033[0m") if colour else (lambda t, v: t)
+    for f in report.files:
+        where = f" [{f.model}]" if f.model else ""
+        print(f"{paint(_LABELS[f.verdict], f.verdict):>14}  {f.path}{where}  ({f.kind}, {f.role})")
+        if f.error:
+            print(f"{'':16}{f.error}")
+        if f.note and f.verdict != "allowed":
+            print(f"{'':16}{f.note}")
+        for g in f.globals:
+            if g.status == "dangerous":
+                print(f"{'':16}dangerous: {g.name} ({g.reason})")
+        unknown = [g.name for g in f.globals if g.status == "unknown"]
+        if unknown and (f.covered or verbose):
+            shown = unknown if verbose else unknown[:8]
+            more = f" ... and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+            print(f"{'':16}not in the allowlist: {', '.join(shown)}{more}")
+        for c in f.constructs[: None if verbose else 5]:
+            print(f"{'':16}refused construct: {c}")
+        if verbose:
+            for g in f.globals:
+                if g.status == "allowed":
+                    print(f"{'':16}allowed: {g.name}")
+    for d in report.directories:
+        kind = "AutoGluon predictor" if d.predictor else "directory"
+        print(f"\n{d.path} ({kind}, {d.files} pickle files): {paint(_LABELS[d.verdict], d.verdict)}")
+        if d.loads_securely:
+            print("  every file loads securely with ag_torchfix")
+        for label, items in (("need trust", d.needs_trust), ("dangerous", d.dangerous),
+                             ("unreadable", d.unreadable)):
+            if items:
+                print(f"  {len(items)} {label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}")
+        if d.predictor and d.needs_trust:
+            print("  AutoGluon's own pickles (predictor.pkl, learner.pkl, trainer.pkl, model.pkl, utils/) are loaded "
+                  "with full pickle; only fastai's model-internals.pkl is loaded securely.")
+    counts = {v: sum(f.verdict == v for f in report.files) for v in _LABELS}
+    summary = {"allowed": "load securely", "needs-trust": "need trust", "dangerous": "dangerous",
+               "unreadable": "unreadable"}
+    print(f"\n{len(report.files)} files: " + ", ".join(f"{n} {summary[v]}" for v, n in counts.items())
+          + f" (exit {report.exit_code})")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only used when stderr is a terminal)."""
+
+    def __init__(self):
+        self.shown = False
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if total < 20:
+            return
+        width = 30
+        filled = width * done // total
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {os.path.basename(path)[:30]:<30}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 80 + "\r")
+
+
+# --- doctor ----------------------------------------------------------------------------------------
+
+def _doctor(args) -> int:
+    from ag_torchfix import doctor
+
+    findings = doctor.examine()
+    if args.json:
+        json.dump(findings, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print("versions:")
+    for name, version in findings["versions"].items():
+        print(f"  {name:<22} {version or 'not installed'}")
+    print("known failures:")
+    for f in findings["failures"]:
+        print(f"  - {f['name']}")
+        print(f"      this environment: {'AFFECTED' if f['affected'] else 'not affected'} ({f['why']})")
+        print(f"      ag_torchfix: {f['coverage']}")
+    print("ag_torchfix:")
+    for line in findings["package"]:
+        print(f"  {line}")
+    print("trust:")
+    for line in _trust_lines():
+        print(f"  {line}")
     return 0

@@ -20,7 +20,7 @@ import warnings
 import zipfile
 from typing import BinaryIO
 
-from . import allowlist, denylist, pickle_scan, shims, torch_scope, trust
+from . import allowlist, pickle_scan, policy, shims, torch_scope, trust
 from .errors import (
     DisallowedGlobalsError,
     SecureLoadError,
@@ -142,29 +142,16 @@ def _scan_archive(stream: BinaryIO, where: dict) -> pickle_scan.ScanResult:
 
 
 def _scope_for(scan: pickle_scan.ScanResult, where: dict) -> torch_scope.Scope:
-    from torch import _weights_only_unpickler as wou
+    """Refuse unless every global is allowed; then resolve exactly the allowlisted names the file uses."""
+    profile = policy.fastai_internals()
+    verdict = policy.judge(scan, profile)
+    if not verdict.ok:
+        raise DisallowedGlobalsError(verdict.disallowed_labels(), verdict.constructs, **where)
 
-    torch_defaults = wou._get_allowed_globals()
     shim_objects = shims.shim_objects()
-    disallowed, constructs = [], [str(p) for p in scan.problems]
-    unsupported = scan.unsupported_by_torch()
-    if unsupported:
-        constructs.append("opcodes torch's weights-only unpickler does not execute: " + ", ".join(unsupported))
-    for name, uses in scan.globals.items():
-        entry = _ENTRIES.get(name)
-        if name in torch_defaults or name in shim_objects:
-            continue
-        if entry is None:
-            reason = denylist.danger(name)
-            disallowed.append(f"{name} (dangerous: {reason})" if reason else name)
-        elif entry.use == allowlist.REFERENCE and uses - {pickle_scan.REFERENCED}:
-            constructs.append(f"{name} is allowlisted as a value only, but the file calls it")
-    if disallowed or constructs:
-        raise DisallowedGlobalsError(disallowed, constructs, **where)
-
     by_name, callables, missing = {}, list(shim_objects.values()), []
     for name in scan.globals:
-        if name in torch_defaults:
+        if name in profile.builtin:
             continue
         if name in shim_objects:
             by_name[name] = shim_objects[name]
