@@ -135,9 +135,9 @@ _I4 = struct.Struct("<i")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
 
-# Opcodes that push plain data and take a fixed-size argument: argument size by opcode, else -1.
-_PUSH_FIXED = tuple({0x4A: 4, 0x4B: 1, 0x4D: 2, 0x47: 8, 0x4E: 0, 0x88: 0, 0x89: 0, 0x29: 0, 0x5D: 0, 0x7D: 0,
-                     0x8F: 0}.get(c, -1) for c in range(256))
+# Opcodes that push plain data and take a fixed-size argument: argument size by opcode, else 255.
+_PUSH_FIXED = bytes({0x4A: 4, 0x4B: 1, 0x4D: 2, 0x47: 8, 0x4E: 0, 0x88: 0, 0x89: 0, 0x29: 0, 0x5D: 0, 0x7D: 0,
+                     0x8F: 0}.get(c, 255) for c in range(256))
 _MUTATORS = {0x62: ("BUILD", "build-on-global"), 0x73: ("SETITEM", "setitem-on-global"),
              0x75: ("SETITEMS", "setitem-on-global"), 0x61: ("APPEND", "append-on-global"),
              0x65: ("APPENDS", "append-on-global"), 0x90: ("ADDITEMS", "append-on-global")}
@@ -156,7 +156,8 @@ def scan(stream: BinaryIO) -> ScanResult:
     try:
         return _scan(win, res, seen)
     except IndexError:
-        raise ScanError(f"stack underflow or missing MARK near byte {res.last_offset}") from None
+        raise ScanError(f"truncated or malformed pickle (stack underflow, missing MARK or short argument) "
+                        f"near byte {res.last_offset}") from None
     except KeyError as exc:
         raise ScanError(f"memo key {exc.args[0]} read before it was written (near byte {res.last_offset})") from None
     except struct.error:
@@ -167,6 +168,7 @@ def scan(stream: BinaryIO) -> ScanResult:
 
 def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
     buf, i, limit = win.refill(0)
+    end = len(buf)
     globals_, problems = res.globals, res.problems
     stack: list = []
     metastack: list[list] = []
@@ -176,52 +178,51 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
     push_fixed = _PUSH_FIXED
     mutators = _MUTATORS
 
-    start = 0
     try:
         while True:
             if i >= limit:
                 buf, i, limit = win.refill(i)
+                end = len(buf)
                 if len(stack) > MAX_STACK or len(memo) > MAX_MEMO:
                     raise ScanError("pickle exceeds the scanner's stack or memo bound")
-                if i >= len(buf):
+                if i >= end:
                     raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {win.base + i})")
             c = buf[i]
-            start = i
             i += 1
-            seen[c] = 1
-            k = push_fixed[c]
-            if k >= 0:  # BININT*, BINFLOAT, NONE, bools, empty containers
-                if i + k > len(buf):
-                    raise ScanError(f"truncated pickle at byte {win.base + start}")
-                i += k
-                push(_DATA)
-            elif c == 0x72:  # LONG_BINPUT
+            if c == 0x72:  # LONG_BINPUT (the commonest opcodes first)
                 memo[u4(buf, i)[0]] = stack[-1]
                 i += 4
             elif c == 0x6A:  # LONG_BINGET
                 push(memo[u4(buf, i)[0]])
                 i += 4
+            elif push_fixed[c] != 255:  # BININT*, BINFLOAT, NONE, bools, empty containers
+                i += push_fixed[c]
+                if i > end:
+                    raise ScanError(f"truncated pickle at byte {win.base + i - 1}")
+                push(_DATA)
+            elif c == 0x8A:  # LONG1
+                i += 1 + buf[i]
+                push(_DATA)
             elif c == 0x71:  # BINPUT
                 memo[buf[i]] = stack[-1]
                 i += 1
             elif c == 0x68:  # BINGET
                 push(memo[buf[i]])
                 i += 1
-            elif c == 0x8A:  # LONG1
-                i += 1 + buf[i]
-                push(_DATA)
             elif c == 0x58 or c == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
                 if c == 0x58:
                     n = u4(buf, i)[0]
                     i += 4
                 else:
+                    seen[c] = 1
                     n = buf[i]
                     i += 1
-                if n <= KEEP_STR and i + n <= len(buf):
+                if n <= KEEP_STR and i + n <= end:
                     push(buf[i:i + n].decode("utf-8", "surrogatepass"))
                     i += n
                 else:
                     buf, i, limit = win.skip(i, n)
+                    end = len(buf)
                     push(_DATA)
             elif c == 0x28:  # MARK
                 metastack.append(stack)
@@ -235,9 +236,10 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
                     stack[-1] = ("o", func[1])
                 else:
                     _problem(problems, "call-non-global", f"{'REDUCE' if c == 0x52 else 'NEWOBJ'} on "
-                             f"{func[1] if type(func) is tuple else 'a computed object'} that was not loaded by name", win.base + start)
+                             f"{func[1] if type(func) is tuple else 'a computed object'} that was not loaded by name", win.base + i - 1)
                     stack[-1] = _DATA
             elif c in mutators:  # BUILD, SETITEM(S), APPEND(S), ADDITEMS
+                seen[c] = 1
                 if c == 0x62 or c == 0x61:
                     stack.pop()
                 elif c == 0x73:
@@ -250,7 +252,7 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
                 if type(target) is tuple:
                     opname, kind = mutators[c]
                     if target[0] == "g":
-                        _problem(problems, kind, f"{opname} on the class or function object {target[1]} itself", win.base + start)
+                        _problem(problems, kind, f"{opname} on the class or function object {target[1]} itself", win.base + i - 1)
                     else:
                         (res.built if c == 0x62 else res.setitem_targets).add(target[1])
             elif c == 0x85:  # TUPLE1
@@ -262,10 +264,12 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
                 del stack[-2:]
                 stack[-1] = _DATA
             elif c == 0x74 or c == 0x6C or c == 0x91 or c == 0x64:  # TUPLE, LIST, FROZENSET, DICT
+                seen[c] = 1
                 stack = metastack.pop()
                 push = stack.append
                 push(_DATA)
             elif c == 0x63 or c == 0x69:  # GLOBAL, INST
+                seen[c] = 1
                 module, i = _line(buf, i, win)
                 name, i = _line(buf, i, win)
                 full = normalise_global(module, name)
@@ -277,114 +281,115 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
                     push = stack.append
                     globals_[full].add(CALLED)
                     push(("o", full))
-            elif c == 0x93:  # STACK_GLOBAL
-                name = stack.pop()
-                module = stack[-1]
-                if type(module) is str and type(name) is str:
-                    full = f"{module}.{name}"
-                    globals_.setdefault(full, set()).add(REFERENCED)
-                    stack[-1] = ("g", full)
-                else:
-                    _problem(problems, "stack-global", "STACK_GLOBAL with a computed module or name", win.base + start)
+            else:  # rarer opcodes, including every one torch's weights-only unpickler does not execute
+                seen[c] = 1
+                if c == 0x93:  # STACK_GLOBAL
+                    name = stack.pop()
+                    module = stack[-1]
+                    if type(module) is str and type(name) is str:
+                        full = f"{module}.{name}"
+                        globals_.setdefault(full, set()).add(REFERENCED)
+                        stack[-1] = ("g", full)
+                    else:
+                        _problem(problems, "stack-global", "STACK_GLOBAL with a computed module or name", win.base + i - 1)
+                        stack[-1] = _DATA
+                elif c == 0x51:  # BINPERSID
                     stack[-1] = _DATA
-            elif c == 0x51:  # BINPERSID
-                stack[-1] = _DATA
-            elif c == 0x2E:  # STOP
-                stack.pop()
-                return res
-            elif c == 0x80:  # PROTO
-                res.protocol = buf[i]
-                i += 1
-                if res.protocol > 5:
-                    raise ScanError(f"unsupported pickle protocol {res.protocol}")
-            elif c == 0x95:  # FRAME
-                i += 8
-            elif c == 0x94:  # MEMOIZE
-                memo[len(memo)] = stack[-1]
-            elif c == 0x92:  # NEWOBJ_EX
-                del stack[-2:]
-                func = stack[-1]
-                if type(func) is tuple and func[0] == "g":
-                    globals_[func[1]].add(CONSTRUCTED)
-                    stack[-1] = ("o", func[1])
-                else:
-                    _problem(problems, "call-non-global", "NEWOBJ_EX on a computed object", win.base + start)
-                    stack[-1] = _DATA
-            elif c == 0x6F:  # OBJ
-                items = stack
-                stack = metastack.pop()
-                push = stack.append
-                cls = items[0] if items else _DATA
-                if type(cls) is tuple and cls[0] == "g":
-                    globals_[cls[1]].add(CALLED)
-                    push(("o", cls[1]))
-                else:
-                    _problem(problems, "call-non-global", "OBJ on a computed object", win.base + start)
-                    push(_DATA)
-            elif c in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
-                i += {0x82: 1, 0x83: 2, 0x84: 4}[c]
-                _problem(problems, "extension", "copyreg extension code (EXT opcode)", win.base + start)
-                push(_DATA)
-            elif c == 0x30:  # POP
-                if stack:
+                elif c == 0x2E:  # STOP
                     stack.pop()
-                else:
+                    return res
+                elif c == 0x80:  # PROTO
+                    res.protocol = buf[i]
+                    i += 1
+                    if res.protocol > 5:
+                        raise ScanError(f"unsupported pickle protocol {res.protocol}")
+                elif c == 0x95:  # FRAME
+                    i += 8
+                elif c == 0x94:  # MEMOIZE
+                    memo[len(memo)] = stack[-1]
+                elif c == 0x92:  # NEWOBJ_EX
+                    del stack[-2:]
+                    func = stack[-1]
+                    if type(func) is tuple and func[0] == "g":
+                        globals_[func[1]].add(CONSTRUCTED)
+                        stack[-1] = ("o", func[1])
+                    else:
+                        _problem(problems, "call-non-global", "NEWOBJ_EX on a computed object", win.base + i - 1)
+                        stack[-1] = _DATA
+                elif c == 0x6F:  # OBJ
+                    items = stack
                     stack = metastack.pop()
                     push = stack.append
-            elif c == 0x31:  # POP_MARK
-                stack = metastack.pop()
-                push = stack.append
-            elif c == 0x32:  # DUP
-                push(stack[-1])
-            elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
-                text, i = _line(buf, i, win)
-                try:
-                    idx = int(text)
-                except ValueError:
-                    raise ScanError(f"bad memo index {text[:20]!r} at byte {win.base + start}") from None
-                if c == 0x70:
-                    memo[idx] = stack[-1]
-                else:
-                    push(memo[idx])
-            elif c in (0x49, 0x4C, 0x46, 0x53, 0x50):  # INT, LONG, FLOAT, STRING, PERSID (text)
-                _, i = _line(buf, i, win)
-                push(_DATA)
-            elif c == 0x56:  # UNICODE (raw-unicode-escape text)
-                text, i = _line(buf, i, win)
-                push(text.encode("utf-8", "surrogateescape").decode("raw_unicode_escape") if len(text) <= KEEP_STR
-                     else _DATA)
-            elif c in (0x55, 0x43, 0x54, 0x42, 0x8B, 0x8D, 0x8E, 0x96):  # length-prefixed payloads
-                if c in (0x55, 0x43):  # SHORT_BINSTRING, SHORT_BINBYTES
-                    n = buf[i]
-                    i += 1
-                elif c in (0x54, 0x8B):  # BINSTRING, LONG4 (signed lengths)
-                    n = _I4.unpack_from(buf, i)[0]
-                    i += 4
-                elif c == 0x42:  # BINBYTES
-                    n = u4(buf, i)[0]
-                    i += 4
-                else:  # BINUNICODE8, BINBYTES8, BYTEARRAY8
-                    n = _U8.unpack_from(buf, i)[0]
-                    i += 8
-                if n < 0:
-                    raise ScanError(f"negative length at byte {win.base + start}")
-                if c == 0x8D and n <= KEEP_STR and i + n <= len(buf):
-                    push(buf[i:i + n].decode("utf-8", "surrogatepass"))
-                    i += n
-                else:
-                    buf, i, limit = win.skip(i, n)
+                    cls = items[0] if items else _DATA
+                    if type(cls) is tuple and cls[0] == "g":
+                        globals_[cls[1]].add(CALLED)
+                        push(("o", cls[1]))
+                    else:
+                        _problem(problems, "call-non-global", "OBJ on a computed object", win.base + i - 1)
+                        push(_DATA)
+                elif c in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
+                    i += {0x82: 1, 0x83: 2, 0x84: 4}[c]
+                    _problem(problems, "extension", "copyreg extension code (EXT opcode)", win.base + i - 1)
                     push(_DATA)
-            elif c == 0x97:  # NEXT_BUFFER (protocol 5 out-of-band data)
-                _problem(problems, "out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)", win.base + start)
-                push(_DATA)
-            elif c == 0x98:  # READONLY_BUFFER
-                stack[-1]
-            else:
-                raise ScanError(f"unknown opcode 0x{c:02x} at byte {win.base + start}")
-            if i > len(buf):
-                raise ScanError(f"truncated pickle at byte {win.base + start}")
+                elif c == 0x30:  # POP
+                    if stack:
+                        stack.pop()
+                    else:
+                        stack = metastack.pop()
+                        push = stack.append
+                elif c == 0x31:  # POP_MARK
+                    stack = metastack.pop()
+                    push = stack.append
+                elif c == 0x32:  # DUP
+                    push(stack[-1])
+                elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
+                    text, i = _line(buf, i, win)
+                    try:
+                        idx = int(text)
+                    except ValueError:
+                        raise ScanError(f"bad memo index {text[:20]!r} at byte {win.base + i - 1}") from None
+                    if c == 0x70:
+                        memo[idx] = stack[-1]
+                    else:
+                        push(memo[idx])
+                elif c in (0x49, 0x4C, 0x46, 0x53, 0x50):  # INT, LONG, FLOAT, STRING, PERSID (text)
+                    _, i = _line(buf, i, win)
+                    push(_DATA)
+                elif c == 0x56:  # UNICODE (raw-unicode-escape text)
+                    text, i = _line(buf, i, win)
+                    push(text.encode("utf-8", "surrogateescape").decode("raw_unicode_escape") if len(text) <= KEEP_STR
+                         else _DATA)
+                elif c in (0x55, 0x43, 0x54, 0x42, 0x8B, 0x8D, 0x8E, 0x96):  # length-prefixed payloads
+                    if c in (0x55, 0x43):  # SHORT_BINSTRING, SHORT_BINBYTES
+                        n = buf[i]
+                        i += 1
+                    elif c in (0x54, 0x8B):  # BINSTRING, LONG4 (signed lengths)
+                        n = _I4.unpack_from(buf, i)[0]
+                        i += 4
+                    elif c == 0x42:  # BINBYTES
+                        n = u4(buf, i)[0]
+                        i += 4
+                    else:  # BINUNICODE8, BINBYTES8, BYTEARRAY8
+                        n = _U8.unpack_from(buf, i)[0]
+                        i += 8
+                    if n < 0:
+                        raise ScanError(f"negative length at byte {win.base + i - 1}")
+                    if c == 0x8D and n <= KEEP_STR and i + n <= end:
+                        push(buf[i:i + n].decode("utf-8", "surrogatepass"))
+                        i += n
+                    else:
+                        buf, i, limit = win.skip(i, n)
+                        end = len(buf)
+                        push(_DATA)
+                elif c == 0x97:  # NEXT_BUFFER (protocol 5 out-of-band data)
+                    _problem(problems, "out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)", win.base + i - 1)
+                    push(_DATA)
+                elif c == 0x98:  # READONLY_BUFFER
+                    stack[-1]
+                else:
+                    raise ScanError(f"unknown opcode 0x{c:02x} at byte {win.base + i - 1}")
     except (IndexError, KeyError, struct.error):
-        res.last_offset = win.base + start
+        res.last_offset = win.base + i
         raise
 
 
