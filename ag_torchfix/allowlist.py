@@ -73,6 +73,7 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("fastai.torch_core.trainable_params", REFERENCE, "splitter: returns a model's parameters that require grad"),
     Entry("fastcore.foundation.L", CONSTRUCT, "list container; GetAttr.__setstate__ is a __dict__ update"),
     Entry("fasttransform.transform.Pipeline", CONSTRUCT, "list of transforms; __setstate__ is a __dict__ update"),
+    Entry("fastcore.transform.Pipeline", CONSTRUCT, "fastai <= 2.7's Pipeline (fastcore 1.7): __setstate__ is a __dict__ update"),
     # --- AutoGluon helpers that fastai stores as metrics or losses -------------------------------
     Entry("autogluon.tabular.models.fastainn.fastai_helpers.medae", REFERENCE, "median absolute error metric; " + _PURE_FN),
     Entry("autogluon.tabular.models.fastainn.quantile_helpers.HuberPinballLoss", CONSTRUCT, _NN_MODULE),

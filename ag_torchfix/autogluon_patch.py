@@ -18,8 +18,8 @@ from types import ModuleType
 from .errors import VersionWarning
 
 from .activation import AUTOGLUON_FASTAI_MODULE as TARGET_MODULE
-# autogluon.tabular releases whose NNFastAiTabularModel.load this patch reproduces.
-TESTED_AUTOGLUON = ("1.1", "1.6")
+# Releases whose NNFastAiTabularModel.load (and fastai export format) this patch reproduces and tests.
+TESTED = {"autogluon.tabular": ("1.1", "1.6"), "fastai": ("2.7", "2.8")}
 
 _originals: dict[type, object] = {}
 _warned_versions: set[str] = set()
@@ -72,18 +72,30 @@ def _model_label(path: str) -> str:
     return parts[-1]
 
 
-def _check_version() -> None:
-    try:
-        from importlib.metadata import version
-
-        installed = version("autogluon.tabular")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        return
-    if not installed.startswith(tuple(v + "." for v in TESTED_AUTOGLUON)) and installed not in _warned_versions:
-        _warned_versions.add(installed)
+def _check_version(installed: dict[str, str | None] | None = None) -> None:
+    """One VersionWarning when autogluon.tabular or fastai is a release this patch was not built for."""
+    installed = installed if installed is not None else _installed_versions()
+    unknown = [f"{name} {version}" for name, version in installed.items()
+               if version and not version.startswith(tuple(v + "." for v in TESTED[name]))]
+    key = ", ".join(unknown)
+    if unknown and key not in _warned_versions:
+        _warned_versions.add(key)
+        built_for = "; ".join(f"{name} {', '.join(v + '.x' for v in TESTED[name])}" for name in TESTED)
         warnings.warn(
-            f"ag_torchfix was built for autogluon.tabular {', '.join(v + '.x' for v in TESTED_AUTOGLUON)}; "
-            f"{installed} is installed. The secure fastai loader is applied, but AutoGluon's loader may differ.",
+            f"ag_torchfix was built and tested for {built_for}; this environment has {key}. The secure fastai "
+            "loader is applied, but AutoGluon's or fastai's loading may differ from what it reproduces.",
             VersionWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def _installed_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in TESTED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found

@@ -99,13 +99,17 @@ def _scan(args) -> int:
 
 
 def _print_report(report, *, verbose: bool, colour: bool) -> None:
-    paint = (lambda text, verdict: f"\033[{_COLOURS[verdict]}m{text}\033[0m") if colour else (lambda t, v: t)
+    paint = (lambda text, verdict: f"\033[{_COLOURS[verdict]}m{_LABELS[verdict]:>14}\033[0m") if colour else (
+        lambda text, verdict: f"{_LABELS[verdict]:>14}")
+    roots = [d.path for d in report.directories]
     for f in report.files:
         where = f" [{f.model}]" if f.model else ""
-        print(f"{paint(_LABELS[f.verdict], f.verdict):>14}  {f.path}{where}  ({f.kind}, {f.role})")
+        root = next((r for r in roots if f.path.startswith(r.rstrip(os.sep) + os.sep)), None)
+        shown = os.path.relpath(f.path, root) if root else f.path
+        print(f"{paint(f.verdict, f.verdict)}  {shown}{where}")
         if f.error:
             print(f"{'':16}{f.error}")
-        if f.note and f.verdict != "allowed":
+        if f.note and (verbose or not root):
             print(f"{'':16}{f.note}")
         for g in f.globals:
             if g.status == "dangerous":
@@ -123,7 +127,7 @@ def _print_report(report, *, verbose: bool, colour: bool) -> None:
                     print(f"{'':16}allowed: {g.name}")
     for d in report.directories:
         kind = "AutoGluon predictor" if d.predictor else "directory"
-        print(f"\n{d.path} ({kind}, {d.files} pickle files): {paint(_LABELS[d.verdict], d.verdict)}")
+        print(f"\n{d.path} ({kind}, {d.files} pickle files): {paint(d.verdict, d.verdict).strip()}")
         if d.loads_securely:
             print("  every file loads securely with ag_torchfix")
         for label, items in (("need trust", d.needs_trust), ("dangerous", d.dangerous),

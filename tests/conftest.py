@@ -42,8 +42,9 @@ def stack_key() -> str:
             parts.append(f"{name}={md.version(name)}")
         except md.PackageNotFoundError:
             parts.append(f"{name}=-")
-    parts.append(hashlib.sha256((ROOT / "tests" / "conftest.py").read_bytes()).hexdigest()[:12])
-    parts.append(hashlib.sha256((ROOT / "tests" / "helpers.py").read_bytes()).hexdigest()[:12])
+    # the recipe, and the package (training on legacy fastai stacks depends on it)
+    for source in [ROOT / "tests" / "conftest.py", ROOT / "tests" / "helpers.py", *sorted((ROOT / "ag_torchfix").glob("*.py"))]:
+        parts.append(hashlib.sha256(source.read_bytes()).hexdigest()[:12])
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

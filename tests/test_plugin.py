@@ -59,10 +59,12 @@ def tampered(binary_predictor, internals_of, tmp_path):
 
 
 def test_startup_only_registers_a_finder():
-    out = run_python("import sys, json; print(json.dumps({'hook': '_ag_torchfix_autoload' in sys.modules, "
-                     "'heavy': [m for m in ('ag_torchfix', 'torch', 'fastai', 'autogluon') if m in sys.modules]}))")
-    result = last_json(out)
-    assert result == {"hook": True, "heavy": []}
+    probe = ("import sys, json; print(json.dumps({'hook': '_ag_torchfix_autoload' in sys.modules, "
+             "'heavy': [m for m in ('ag_torchfix', 'torch', 'fastai', 'autogluon') if m in sys.modules]}))")
+    with_hook, without = last_json(run_python(probe)), last_json(run_python(probe, env_extra={"AG_TORCHFIX_AUTOLOAD": "0"}))
+    assert with_hook["hook"] is True and without["hook"] is False
+    assert with_hook["heavy"] == without["heavy"]  # (AutoGluon 1.1's namespace .pth imports `autogluon` itself)
+    assert "ag_torchfix" not in with_hook["heavy"] and "torch" not in with_hook["heavy"]
 
 
 def test_fresh_process_never_importing_the_package_loads_securely_and_refuses_tampering(binary_predictor, tampered,
@@ -181,3 +183,46 @@ def test_install_activates_and_uninstall_leaves_nothing(mode, tmp_path):
     after = last_json(run_python("import sys, json; print(json.dumps('_ag_torchfix_autoload' in sys.modules))",
                                  python=str(venv / "bin" / "python"), cwd=tmp_path))
     assert after is False
+
+
+RAY_FIT = textwrap.dedent(
+    f"""
+    import json, sys
+    if sys.argv[1] == "parent-imports":
+        import ag_torchfix
+    sys.path.insert(0, {TESTS!r})
+    from autogluon.tabular import TabularPredictor
+    from helpers import make_table
+    p = TabularPredictor(label="label", path=sys.argv[2], verbosity=2).fit(
+        make_table(200, "binary"), hyperparameters={{"FASTAI": {{"epochs": 2}}}}, num_bag_folds=2, num_bag_sets=1,
+        fit_weighted_ensemble=False, ag_args_ensemble={{"fold_fitting_strategy": "parallel_local"}})
+    print("@@" + json.dumps(p.model_names()))
+    """
+)
+
+
+def _legacy_fastai() -> bool:
+    import importlib.metadata as md
+
+    return tuple(int(x) for x in md.version("fastai").split(".")[:3]) <= (2, 7, 18)
+
+
+@pytest.mark.skipif(not _legacy_fastai(), reason="the worker failure exists on fastai <= 2.7.18 only")
+def test_ray_fold_workers_are_protected_by_the_plugin(tmp_path):
+    """Parallel fold fitting on Ray's local cluster, on the hardened legacy stack (forced weights-only)."""
+    pytest.importorskip("ray")
+    forced = {"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
+
+    def fit(mode, extra):
+        out = run_python(RAY_FIT, mode, tmp_path / mode, env_extra={**forced, **extra}, cwd=tmp_path)
+        lines = [x for x in out.stdout.splitlines() if x.startswith("@@")]
+        models = json.loads(lines[-1][2:]) if lines else []  # AutoGluon raises when no model trained
+        return models, out.stdout + out.stderr
+
+    # Without the start-up hook, importing the package in the parent does not reach Ray's workers.
+    models, log = fit("parent-imports", {"AG_TORCHFIX_AUTOLOAD": "0"})
+    assert "ParallelLocalFoldFittingStrategy" in log
+    assert models == [] and "Unsupported global: GLOBAL fastcore.foundation.L" in log
+    # With it, no process imports the package explicitly, and the workers train.
+    models, log = fit("no-import", {})
+    assert "ParallelLocalFoldFittingStrategy" in log and models == ["NeuralNetFastAI_BAG_L1"]
