@@ -156,10 +156,10 @@ def main() -> int:
     print(table)
     if args.write or args.check:
         doc = (args.write or args.check).read_text()
-        current = doc[doc.index(START) + len(START):doc.index(END)].strip()
+        start, end = doc.index(START) + len(START), doc.index(END)
         if args.write:
-            (args.write).write_text(doc.replace(current, table))
-        elif current != table:
+            args.write.write_text(doc[:start] + "\n" + table + "\n" + doc[end:])
+        elif doc[start:end].strip() != table:
             print(f"\nThe compatibility table in {args.check} is not what this run measured; run `make compat`.",
                   file=sys.stderr)
             return 1
