@@ -29,7 +29,7 @@ def resolve(name: str):
             try:
                 for attr in parts[i:]:
                     obj = getattr(obj, attr)
-            except AttributeError:
+            except (AttributeError, ImportError):  # fastcore 1.8+ raises ImportError for moved names
                 break
             return obj
     raise LookupError(name)

@@ -115,3 +115,21 @@ def test_process_wide_registration_is_fastais_checkpoint_set_only(binary_predict
     with package_uninstalled(), pytest.raises(Exception, match="fastcore.foundation.L"):
         torch.load(saved, weights_only=True)
     assert fastai.learner is not None
+
+
+def test_an_export_from_the_other_fastai_generation_gets_a_clear_error(binary_predictor, internals_of, tmp_path,
+                                                                      no_force):
+    """fastai 2.7 pickles fastcore.transform.Pipeline, 2.8 fasttransform's: both are allowlisted, one imports."""
+    import importlib.util
+
+    file = internals_of(binary_predictor)
+    payload = data_pkl(file)
+    here, other = ((b"cfasttransform.transform\nPipeline\n", b"cfastcore.transform\nPipeline\n")
+                   if b"cfasttransform.transform\nPipeline\n" in payload
+                   else (b"cfastcore.transform\nPipeline\n", b"cfasttransform.transform\nPipeline\n"))
+    if other.startswith(b"cfasttransform") and importlib.util.find_spec("fasttransform") is not None:
+        pytest.skip("both fastai generations' Pipeline import here")
+    bad = tmp_path / "model-internals.pkl"
+    rewrite_archive(file, bad, payload.replace(here, other))
+    with pytest.raises(ag_torchfix.SecureLoadError, match="allowlisted names this environment cannot import"):
+        load_learner(bad)
