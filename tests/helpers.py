@@ -83,11 +83,23 @@ def data_pkl(path: pathlib.Path) -> bytes:
         return z.read(name)
 
 
+@contextlib.contextmanager
+def unforced():
+    """Lift TORCH_FORCE_WEIGHTS_ONLY_LOAD for a block: the tests' own files are trusted test material."""
+    saved = os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = saved
+
+
 def full_pickle_learner(path: pathlib.Path):
     """Our own genuine file, loaded the original way (it is trusted: the tests just wrote it)."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    with unforced():
+        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def save_learner(learner, dst: pathlib.Path) -> None:

@@ -92,8 +92,9 @@ def tamper(predictor: pathlib.Path, python: str, marker: pathlib.Path) -> None:
         """
     )
     (internals,) = predictor.rglob("model-internals.pkl")
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_WEIGHTS_ONLY_LOAD"}
     subprocess.run([python, "-c", code, str(internals)], check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "AG_TORCHFIX_AUTOLOAD": "0"})
+                   env={**env, "AG_TORCHFIX_AUTOLOAD": "0"})
 
 
 def probe(python: str, forced: bool, work: pathlib.Path) -> dict:
