@@ -51,9 +51,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
-# Regenerate the allowlist candidates from real exports (review them before editing allowlist.py).
+# Regenerate the allowlist candidates from real predictors (review them before editing allowlist.py).
 sweep: $(STAMP)
-	$(PY) tools/sweep_exports.py .cache/sweep-current.json
+	$(PY) tools/sweep_exports.py .cache/sweep-fastai-internals.json
+	$(PY) tools/sweep_strict.py .cache/sweep-strict.json
 
 clean:
 	rm -rf $(VENV) .cache

@@ -2,7 +2,8 @@
 
 ``import ag_torchfix`` activates the package: AutoGluon's fastai model loader reads
 ``model-internals.pkl`` with ``torch.load(weights_only=True)`` under a curated, per-load allowlist,
-and fastai's own checkpoint reloads get the few globals they need.  Importing costs a few
+and fastai's own checkpoint reloads get the few globals they need.  Strict mode (``strict``,
+AG_TORCHFIX_STRICT=1) loads every other pickle of a predictor through a restricted unpickler too.  Importing costs a few
 milliseconds and imports none of torch, fastai or AutoGluon; the patches apply when those are
 imported.  Full-pickle loading happens only for files you trust (see ``trusted``).
 """
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 # Everything else loads on first use, so that the import stays a few milliseconds.
 _LAZY = {
     "trusted": "trust",
+    "strict": "strict_mode",
     "load_learner": "secure_load",
     "SecureLoadError": "errors",
     "DisallowedGlobalsError": "errors",

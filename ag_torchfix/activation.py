@@ -13,23 +13,34 @@ Both are idempotent: installing twice equals once.
 from __future__ import annotations
 
 import _thread
+import os
 
 from . import import_hooks
 
 AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
+AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
 
 _lock = _thread.RLock()
 _state: dict[str, object] = {"installed": False, "how": None, "added_globals": []}
 
 
-def install(*, how: str = "explicit") -> None:
-    """Activate the package in this process (idempotent)."""
+def install(*, strict: bool | None = None, how: str = "explicit") -> None:
+    """Activate the package in this process (idempotent).
+
+    ``strict=True`` also turns strict mode on for the whole process (see ``strict_mode``);
+    ``strict=False`` turns that process default off again; None leaves it as it is.
+    """
     with _lock:
+        if strict is not None:
+            from . import strict_mode
+
+            strict_mode.set_process_default(strict)
         if _state["installed"]:
             return
         _state.update(installed=True, how=how)
         import_hooks.when_imported("fastai.learner", _register_fastai_globals)
         import_hooks.when_imported(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
+        import_hooks.when_imported(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
 
 
 def activate() -> None:
@@ -42,9 +53,12 @@ def uninstall() -> None:
     with _lock:
         import_hooks.discard("fastai.learner", _register_fastai_globals)
         import_hooks.discard(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
-        from . import autogluon_patch, torch_scope
+        import_hooks.discard(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
+        from . import autogluon_patch, strict_mode, torch_scope
 
         autogluon_patch.remove()
+        strict_mode.remove()
+        strict_mode.set_process_default(False)
         torch_scope.unpatch()
         added = _state["added_globals"]
         if added:
@@ -67,9 +81,18 @@ def status() -> dict[str, object]:
             "how": _state["how"],
             "startup_hook": None if hook is None else getattr(hook, "__file__", "?"),
             "autogluon_patched": autogluon_patch.is_applied(),
+            "strict": _strict_state(),
             "fastai_globals_registered": len(_state["added_globals"]),
             "watching": import_hooks.watched(),
         }
+
+
+def _strict_state() -> bool:
+    import sys
+
+    module = sys.modules.get("ag_torchfix.strict_mode")
+    return bool(module and module.is_active()) or os.environ.get("AG_TORCHFIX_STRICT", "").strip().lower() in (
+        "1", "true", "yes", "on")
 
 
 def fastai_load_model_globals() -> list:
@@ -88,6 +111,12 @@ def _patch_autogluon(module) -> None:
     from . import autogluon_patch
 
     autogluon_patch.apply(module)
+
+
+def _patch_load_pkl(module) -> None:
+    from . import strict_mode
+
+    strict_mode.apply(module)
 
 
 def _register_fastai_globals(_module) -> None:

@@ -38,6 +38,31 @@ _MODULE_STATE = "object.__new__ then a plain __dict__ update; no I/O, imports or
 _NN_MODULE = "torch nn.Module: Module.__setstate__ only updates __dict__ and fills default hook dicts"
 _PURE_FN = "pure numeric function of its arguments; no I/O, imports or reflection"
 
+# numpy and pandas as both profiles meet them (numpy 2 and numpy 1 spellings).
+NUMPY_PANDAS: tuple[Entry, ...] = (
+    # --- numpy: arrays, scalars and dtypes (numpy 2 and numpy 1 spellings) ----------------------
+    Entry("numpy._core.multiarray._reconstruct", CALL, "allocates an empty ndarray subclass; refuses non-ndarray types"),
+    Entry("numpy.core.multiarray._reconstruct", CALL, "numpy 1.x name of _reconstruct"),
+    Entry("numpy._core.multiarray.scalar", CALL, "builds a numpy scalar from a dtype and raw bytes"),
+    Entry("numpy.core.multiarray.scalar", CALL, "numpy 1.x name of scalar"),
+    Entry("numpy.ndarray", CONSTRUCT, "ndarray.__setstate__ copies raw bytes, or takes a list for object arrays (no nested unpickle)"),
+    Entry("numpy.dtype", CONSTRUCT, "dtype from a type code; __setstate__ sets byte order and flags"),
+    *(
+        Entry(f"numpy.dtypes.{cls}", CONSTRUCT, "dtype instances are BUILT with their dtype class; __setstate__ sets flags only")
+        for cls in (
+            "BoolDType", "Int8DType", "Int16DType", "Int32DType", "Int64DType", "UInt8DType", "UInt16DType",
+            "UInt32DType", "UInt64DType", "Float16DType", "Float32DType", "Float64DType", "ObjectDType",
+            "StrDType", "BytesDType", "DateTime64DType", "TimeDelta64DType", "VoidDType",
+        )
+    ),
+    # --- pandas: frames, indexes, blocks ------------------------------------------------------------
+    Entry("pandas.core.frame.DataFrame", CONSTRUCT, "NDFrame.__setstate__ assigns the block manager and attrs; no I/O"),
+    Entry("pandas.core.internals.managers.BlockManager", CONSTRUCT, "container of blocks and axes; __setstate__ rebuilds blocks from arrays"),
+    Entry("pandas._libs.internals._unpickle_block", CALL, "wraps an ndarray into a pandas Block at given positions"),
+    Entry("pandas.core.indexes.base.Index", REFERENCE, "index class handed to the _new_Index shim, which only accepts Index subclasses"),
+    Entry("pandas.core.indexes.range.RangeIndex", REFERENCE, "index class handed to the _new_Index shim (start/stop/step only)"),
+)
+
 FASTAI_INTERNALS: tuple[Entry, ...] = (
     # --- the learner and its data pipeline (fastai, fastcore, fasttransform) -----------------------
     Entry("fastai.tabular.learner.TabularLearner", CONSTRUCT, "Learner.__setstate__: __dict__ update plus a new threading.Lock"),
@@ -91,30 +116,10 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("sklearn.metrics._classification.precision_score", REFERENCE, "precision of two arrays; " + _PURE_FN),
     Entry("sklearn.metrics._classification.recall_score", REFERENCE, "recall of two arrays; " + _PURE_FN),
     Entry("sklearn.metrics._regression.r2_score", REFERENCE, "R^2 of two arrays; " + _PURE_FN),
-    # --- numpy: arrays, scalars and dtypes (numpy 2 and numpy 1 spellings) ----------------------
-    Entry("numpy._core.multiarray._reconstruct", CALL, "allocates an empty ndarray subclass; refuses non-ndarray types"),
-    Entry("numpy.core.multiarray._reconstruct", CALL, "numpy 1.x name of _reconstruct"),
-    Entry("numpy._core.multiarray.scalar", CALL, "builds a numpy scalar from a dtype and raw bytes"),
-    Entry("numpy.core.multiarray.scalar", CALL, "numpy 1.x name of scalar"),
-    Entry("numpy.ndarray", CONSTRUCT, "ndarray.__setstate__ copies raw bytes, or takes a list for object arrays (no nested unpickle)"),
-    Entry("numpy.dtype", CONSTRUCT, "dtype from a type code; __setstate__ sets byte order and flags"),
-    *(
-        Entry(f"numpy.dtypes.{cls}", CONSTRUCT, "dtype instances are BUILT with their dtype class; __setstate__ sets flags only")
-        for cls in (
-            "BoolDType", "Int8DType", "Int16DType", "Int32DType", "Int64DType", "UInt8DType", "UInt16DType",
-            "UInt32DType", "UInt64DType", "Float16DType", "Float32DType", "Float64DType", "ObjectDType",
-            "StrDType", "BytesDType", "DateTime64DType", "TimeDelta64DType",
-        )
-    ),
-    # --- pandas: the (empty) DataFrame the exported TabularPandas keeps --------------------------
-    Entry("pandas.core.frame.DataFrame", CONSTRUCT, "NDFrame.__setstate__ assigns the block manager and attrs; no I/O"),
-    Entry("pandas.core.internals.managers.BlockManager", CONSTRUCT, "container of blocks and axes; __setstate__ rebuilds blocks from arrays"),
-    Entry("pandas._libs.internals._unpickle_block", CALL, "wraps an ndarray into a pandas Block at given positions"),
-    Entry("pandas.core.indexes.base.Index", REFERENCE, "index class handed to the _new_Index shim, which only accepts Index subclasses"),
-    Entry("pandas.core.indexes.range.RangeIndex", REFERENCE, "index class handed to the _new_Index shim (start/stop/step only)"),
+    *NUMPY_PANDAS,
+    Entry("builtins.slice", CONSTRUCT, "slice(start, stop, step) value"),
     # --- standard library values -----------------------------------------------------------------
     Entry("builtins.bytes", CONSTRUCT, "bytes from ints or nothing; no I/O"),
-    Entry("builtins.slice", CONSTRUCT, "slice(start, stop, step) value"),
     Entry("builtins.int", REFERENCE, "type stored as data (annotations, defaultdict factory)"),
     Entry("builtins.float", REFERENCE, "type stored as data (annotations)"),
     Entry("builtins.str", REFERENCE, "type stored as data (annotations)"),
@@ -151,3 +156,174 @@ DEFAULTDICT_FACTORIES: dict[str, str] = {
 def names() -> frozenset[str]:
     """Every name a fastai internals file may reference besides torch's own defaults."""
     return frozenset(e.name for e in FASTAI_INTERNALS) | frozenset(SHIMS)
+
+
+# --- strict mode: every other pickle AutoGluon reads while loading and using a TabularPredictor ------
+# (predictor.pkl, learner.pkl, models/trainer.pkl, models/*/model.pkl, bagged children, utils/).
+# Candidates from tools/sweep_strict.py over the CPU model zoo of autogluon.tabular[all] (LightGBM,
+# CatBoost, XGBoost, RF, XT, KNN, LR, NeuralNetTorch, NeuralNetFastAI, weighted ensembles), bagged and
+# stacked, refit_full, every problem type, numeric/categorical/datetime/text columns; each reviewed.
+# Loaded by ag_torchfix's own restricted unpickler (``strict``), which enforces CONSTRUCT/CALL/REFERENCE
+# exactly as torch's weights-only unpickler does for the fastai internals.
+
+_AG = "AutoGluon object: no __setstate__/__reduce__ of its own, BUILD is a __dict__ update; no I/O, imports or nested loads"
+_AG_GEN = "AutoGluon feature generator: BUILD is a __dict__ update; transforms DataFrames in memory"
+_AG_MODEL = "AutoGluon model wrapper: BUILD is a __dict__ update; its inner model is restored by the entries below"
+_SK = "scikit-learn estimator: BaseEstimator.__setstate__ checks the version and updates __dict__; in-memory maths only"
+_NX = "networkx graph view over plain dicts (the trainer's model graph); __setstate__ only re-links dicts"
+_REF_FN = "function stored as data (a metric); called later with arrays, no I/O, imports or reflection"
+
+STRICT: tuple[Entry, ...] = (
+    # --- AutoGluon: predictor, learner, trainer, cleaners, metrics -------------------------------------
+    Entry("autogluon.tabular.predictor.predictor.TabularPredictor", CONSTRUCT, _AG),
+    Entry("autogluon.tabular.learner.default_learner.DefaultLearner", CONSTRUCT, _AG),
+    Entry("autogluon.tabular.trainer.auto_trainer.AutoTrainer", CONSTRUCT, _AG),
+    Entry("autogluon.common.features.feature_metadata.FeatureMetadata", CONSTRUCT, _AG),
+    Entry("autogluon.common.utils.cv_splitter.CVSplitter", CONSTRUCT, _AG),
+    Entry("autogluon.core.data.cleaner.CleanerDummy", CONSTRUCT, _AG),
+    Entry("autogluon.core.data.cleaner.CleanerMulticlass", CONSTRUCT, _AG),
+    Entry("autogluon.core.data.label_cleaner.LabelCleanerBinary", CONSTRUCT, _AG),
+    Entry("autogluon.core.data.label_cleaner.LabelCleanerDummy", CONSTRUCT, _AG),
+    Entry("autogluon.core.data.label_cleaner.LabelCleanerMulticlass", CONSTRUCT, _AG),
+    Entry("autogluon.core.metrics._ClassScorer", CONSTRUCT, "metric wrapper holding an allowlisted score function and kwargs; " + _AG),
+    Entry("autogluon.core.metrics._PredictScorer", CONSTRUCT, "metric wrapper holding an allowlisted score function and kwargs; " + _AG),
+    Entry("autogluon.core.metrics._QuantileScorer", CONSTRUCT, "metric wrapper holding an allowlisted score function and kwargs; " + _AG),
+    Entry("autogluon.core.metrics._ProbaScorer", CONSTRUCT, "metric wrapper holding an allowlisted score function and kwargs; " + _AG),
+    Entry("autogluon.core.metrics._ThresholdScorer", CONSTRUCT, "metric wrapper holding an allowlisted score function and kwargs; " + _AG),
+    # every metric function behind AutoGluon's eval_metric names (autogluon.core.metrics.METRICS)
+    *(Entry(f"autogluon.core.metrics.{name}", REFERENCE, _REF_FN) for name in (
+        "quantile_metrics.pinball_loss", "rmse_func", "smape_func", "customized_log_loss", "customized_roc_auc",
+        "local_pearsonr", "local_spearmanr", "classification_metrics.balanced_accuracy",
+        "classification_metrics.customized_binary_roc_auc_score", "classification_metrics.pac",
+        "classification_metrics.quadratic_kappa")),
+    *(Entry(f"sklearn.metrics.{name}", REFERENCE, _REF_FN) for name in (
+        "_classification.f1_score", "_classification.matthews_corrcoef", "_classification.precision_score",
+        "_classification.recall_score", "_ranking.average_precision_score", "_regression.mean_absolute_error",
+        "_regression.mean_absolute_percentage_error", "_regression.mean_squared_error",
+        "_regression.median_absolute_error", "_regression.r2_score")),
+    Entry("autogluon.core.models.abstract._auxiliary_params.ParamsAuxDict", CONSTRUCT, "dict subclass rebuilt from a plain dict (its __reduce__); warns on mutation"),
+    Entry("autogluon.core.models.abstract._mutation_deprecated_dict.ParamsDict", CONSTRUCT, "dict subclass rebuilt from a plain dict (its __reduce__); warns on mutation"),
+    Entry("autogluon.core.utils.early_stopping.AdaptiveES", REFERENCE, "early-stopping class stored as a setting; not used at predict time"),
+    # --- AutoGluon: ensembles and models ------------------------------------------------------------
+    Entry("autogluon.core.models.ensemble.stacker_ensemble_model.StackerEnsembleModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.core.models.ensemble.weighted_ensemble_model.WeightedEnsembleModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.core.models.greedy_ensemble.ensemble_selection.EnsembleSelection", CONSTRUCT, _AG),
+    Entry("autogluon.core.models.greedy_ensemble.greedy_weighted_ensemble_model.GreedyWeightedEnsembleModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.catboost.catboost_model.CatBoostModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.fastainn.tabular_nn_fastai.NNFastAiTabularModel", CONSTRUCT, _AG_MODEL + " (its learner loads through the secure loader)"),
+    Entry("autogluon.tabular.models.knn.knn_model.KNNModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.lgb.lgb_model.LGBModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.lgb.lgb_utils.QuantileBooster", CONSTRUCT, "list of per-quantile LightGBM boosters; " + _AG),
+    Entry("autogluon.tabular.models.lr.lr_model.LinearModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.lr.lr_preprocessing_utils.OheFeaturesGenerator", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.rf.rf_model.RFModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.rf.rf_quantile.DecisionTreeQuantileRegressor", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.rf.rf_quantile.ExtraTreeQuantileRegressor", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.rf.rf_quantile.ExtraTreesQuantileRegressor", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.rf.rf_quantile.RandomForestQuantileRegressor", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.rf.compilers.native.AbstractNativeCompiler", REFERENCE, "compiler class stored on the model; its save_in_pkl is True, so AutoGluon never calls its load (which unpickles model_native.pkl), and BUILD on a class is refused"),
+    Entry("autogluon.tabular.models.tabular_nn.compilers.native.AbstractNativeCompiler", REFERENCE, "compiler class stored on the model; save_in_pkl is True, so its load (a nested unpickle) is never called; BUILD on a class is refused"),
+    Entry("autogluon.tabular.models.tabular_nn.torch.tabular_nn_torch.TabularNeuralNetTorchModel", CONSTRUCT, _AG_MODEL),
+    Entry("autogluon.tabular.models.tabular_nn.torch.torch_network_modules.EmbedNet", CONSTRUCT, _NN_MODULE),
+    Entry("autogluon.tabular.models.tabular_nn.utils.categorical_encoders.OneHotMergeRaresHandleUnknownEncoder", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.tabular_nn.utils.categorical_encoders.OrdinalMergeRaresHandleUnknownEncoder", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.xgboost.xgboost_model.XGBoostModel", CONSTRUCT, _AG_MODEL + " (the booster reloads from XGBoost's own model file)"),
+    Entry("autogluon.tabular.models.xgboost.xgboost_utils.OheFeatureGenerator", CONSTRUCT, _SK),
+    Entry("autogluon.tabular.models.xt.xt_model.XTModel", CONSTRUCT, _AG_MODEL),
+    # --- AutoGluon: feature generators (numeric, categorical, datetime, text) -------------------------
+    *(Entry(f"autogluon.features.generators.{name}", CONSTRUCT, _AG_GEN) for name in (
+        "astype.AsTypeFeatureGenerator", "auto_ml_pipeline.AutoMLPipelineFeatureGenerator",
+        "binned.BinnedFeatureGenerator", "category.CategoryFeatureGenerator", "datetime.DatetimeFeatureGenerator",
+        "drop_duplicates.DropDuplicatesFeatureGenerator", "drop_unique.DropUniqueFeatureGenerator",
+        "fillna.FillNaFeatureGenerator", "identity.IdentityFeatureGenerator",
+        "label_encoder.LabelEncoderFeatureGenerator", "memory_minimize.CategoryMemoryMinimizeFeatureGenerator",
+        "one_hot_encoder.CatToInt", "one_hot_encoder.OneHotEncoderFeatureGenerator",
+        "text_ngram.TextNgramFeatureGenerator", "text_special.TextSpecialFeatureGenerator")),
+    # --- boosters: each restores itself from its library's own native model format ---------------------
+    Entry("lightgbm.basic.Booster", CONSTRUCT, "restores itself from LightGBM's text model format (LGBM_BoosterLoadModelFromString, native code); no pickle"),
+    Entry("catboost.core.CatBoostClassifier", CONSTRUCT, "restores itself from CatBoost's binary model format (_load_from_string, native code); no pickle"),
+    Entry("catboost.core.CatBoostRegressor", CONSTRUCT, "restores itself from CatBoost's binary model format (_load_from_string, native code); no pickle"),
+    Entry("xgboost.sklearn.XGBClassifier", REFERENCE, "class stored by AutoGluon, which reloads the booster from XGBoost's own model file (not pickle)"),
+    Entry("xgboost.sklearn.XGBRegressor", REFERENCE, "class stored by AutoGluon, which reloads the booster from XGBoost's own model file (not pickle)"),
+    # --- scikit-learn -----------------------------------------------------------------------------------
+    *(Entry(f"sklearn.{name}", CONSTRUCT, _SK) for name in (
+        "compose._column_transformer.ColumnTransformer", "ensemble._forest.ExtraTreesClassifier",
+        "ensemble._forest.ExtraTreesRegressor", "ensemble._forest.RandomForestClassifier",
+        "ensemble._forest.RandomForestRegressor", "feature_extraction.text.CountVectorizer",
+        "impute._base.SimpleImputer", "linear_model._logistic.LogisticRegression", "linear_model._ridge.Ridge",
+        "neighbors._classification.KNeighborsClassifier", "neighbors._regression.KNeighborsRegressor",
+        "pipeline.Pipeline", "preprocessing._data.MinMaxScaler", "preprocessing._data.QuantileTransformer",
+        "preprocessing._data.StandardScaler", "preprocessing._encoders.OneHotEncoder",
+        "preprocessing._function_transformer.FunctionTransformer", "tree._classes.DecisionTreeClassifier",
+        "tree._classes.DecisionTreeRegressor", "tree._classes.ExtraTreeClassifier",
+        "tree._classes.ExtraTreeRegressor")),
+    Entry("sklearn.tree._tree.Tree", CONSTRUCT, "C tree rebuilt from node and value arrays (__setstate__ copies arrays)"),
+    Entry("sklearn.model_selection._split.RepeatedKFold", CONSTRUCT, "fold splitter settings; " + _AG),
+    Entry("sklearn.model_selection._split.RepeatedStratifiedKFold", CONSTRUCT, "fold splitter settings; " + _AG),
+    Entry("sklearn.model_selection._split.KFold", REFERENCE, "splitter class stored as a setting"),
+    Entry("sklearn.model_selection._split.StratifiedKFold", REFERENCE, "splitter class stored as a setting"),
+    Entry("sklearn.metrics._classification.accuracy_score", REFERENCE, _REF_FN),
+    # --- torch (NeuralNetTorch's network, pickled whole) ----------------------------------------------
+    Entry("torch._utils._rebuild_tensor_v2", CALL, "torch's weights-only default: a tensor view over a storage"),
+    Entry("torch._utils._rebuild_parameter", CALL, "torch's weights-only default: wraps a tensor as a Parameter"),
+    Entry("torch.device", CONSTRUCT, "torch's weights-only default: a device name"),
+    Entry("torch.Tensor", CONSTRUCT, "tensors rebuilt above are BUILT with their class; no state hooks run code"),
+    Entry("torch.nn.parameter.Parameter", CONSTRUCT, "parameters rebuilt above are BUILT with their class"),
+    *(Entry(f"torch.nn.modules.{name}", CONSTRUCT, _NN_MODULE) for name in (
+        "activation.ReLU", "activation.Softmax", "container.ModuleList", "container.Sequential", "dropout.Dropout",
+        "linear.Linear", "sparse.Embedding")),
+    # --- numpy random state, scalars and functions ----------------------------------------------------------
+    Entry("numpy.random._pickle.__randomstate_ctor", CALL, "RandomState from a bit-generator name looked up in numpy's fixed table (no import)"),
+    Entry("numpy.random._pickle.__bit_generator_ctor", CALL, "bit generator from numpy's fixed table of names (no import)"),
+    Entry("numpy.random._mt19937.MT19937", CONSTRUCT, "Mersenne Twister state; __setstate__ restores the key array"),
+    Entry("numpy.random.mtrand.RandomState", CONSTRUCT, "legacy random state; __setstate__ restores the bit generator state"),
+    Entry("numpy.clip", REFERENCE, "clips an array (NeuralNetFastAI's y-range, wrapped in the partial shim)"),
+    Entry("numpy.float64", REFERENCE, "scalar type stored as data (a dtype setting)"),
+    Entry("numpy.int8", REFERENCE, "scalar type stored as data (a dtype setting)"),
+    Entry("numpy.uint8", REFERENCE, "scalar type stored as data (a dtype setting)"),
+    # --- pandas beyond frames -------------------------------------------------------------------------
+    Entry("pandas.core.series.Series", CONSTRUCT, "NDFrame.__setstate__ assigns the block manager and attrs; no I/O"),
+    Entry("pandas.core.internals.managers.SingleBlockManager", CONSTRUCT, "one block and its index; __setstate__ rebuilds from arrays"),
+    Entry("pandas.core.dtypes.dtypes.CategoricalDtype", CONSTRUCT, "categories and an ordered flag; __setstate__ sets both"),
+    Entry("pandas.core.arrays.categorical.Categorical", CONSTRUCT, "codes plus a CategoricalDtype; __setstate__ assigns them"),
+    Entry("pandas._libs.arrays.__pyx_unpickle_NDArrayBacked", CALL, "Cython reconstructor: cls.__new__ of an allowlisted array type, then its state"),
+    Entry("pandas._libs.tslibs.timestamps._unpickle_timestamp", CALL, "Timestamp from an int64 value, timezone and unit"),
+    Entry("pandas._libs.tslibs.timestamps.Timestamp", CONSTRUCT, "timestamps rebuilt above carry this class"),
+    # --- networkx: the trainer's model graph --------------------------------------------------------------
+    Entry("networkx.classes.digraph.DiGraph", CONSTRUCT, "directed graph of plain dicts; no custom state hooks"),
+    Entry("networkx.classes.coreviews.AdjacencyView", CONSTRUCT, _NX),
+    Entry("networkx.classes.reportviews.InEdgeView", CONSTRUCT, _NX),
+    Entry("networkx.classes.reportviews.NodeView", CONSTRUCT, _NX),
+    # --- standard library -------------------------------------------------------------------------------
+    Entry("builtins.slice", CONSTRUCT, "slice(start, stop, step) value"),
+    Entry("builtins.list", REFERENCE, "type stored as data (a defaultdict factory)"),
+    Entry("collections.OrderedDict", CONSTRUCT, "ordered dict; filled by SETITEMS like a dict"),
+    Entry("datetime.timedelta", CONSTRUCT, "duration value (datetime features)"),
+    Entry("datetime.timezone", CONSTRUCT, "fixed-offset timezone value (datetime features)"),
+    Entry("fastai.tabular.core.Categorify", REFERENCE, "fastai proc class listed in NeuralNetFastAI's settings; never called while loading"),
+    *NUMPY_PANDAS,
+)
+
+# Strict-mode shims (``strict``): the real objects never reach the unpickler.
+STRICT_SHIMS: dict[str, str] = {
+    "collections.defaultdict": "only with the factories below, and SETITEMS only on such dicts",
+    "pandas.core.indexes.base._new_Index": "pandas index reconstructor: only for pandas Index subclasses",
+    "functools.partial": "only around the functions below, checked again when BUILD restores its state",
+    "torch.storage._load_from_bytes": "torch pickles storages as torch.save bytes and reloads them with full pickle; "
+                                      "the shim reloads them weights-only and accepts only a storage",
+}
+STRICT_DEFAULTDICT_FACTORIES: dict[str, str] = {
+    "builtins.list": "AutoGluon's feature-type groupings (defaultdict(list))",
+    "collections.OrderedDict": "AutoGluon's nested model-info maps (defaultdict(OrderedDict))",
+}
+STRICT_PARTIAL_FUNCS: dict[str, str] = {
+    "numpy.clip": "NeuralNetFastAI's y-range clipping: partial(np.clip, a_min=..., a_max=...)",
+    "sklearn.metrics._classification.f1_score": "f1_macro/micro/weighted: partial(f1_score, average=...)",
+    "sklearn.metrics._classification.precision_score": "precision_*: partial(precision_score, average=...)",
+    "sklearn.metrics._classification.recall_score": "recall_*: partial(recall_score, average=...)",
+    "autogluon.core.metrics.customized_roc_auc": "roc_auc_ovo/ovr variants: partial(customized_roc_auc, ...)",
+}
+
+
+def strict_names() -> frozenset[str]:
+    return frozenset(e.name for e in STRICT) | frozenset(STRICT_SHIMS)

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_argument("paths", nargs="+", metavar="PATH")
     scan.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.scan/1)")
     scan.add_argument("--verbose", "-v", action="store_true", help="list every global, not only the problems")
+    scan.add_argument("--strict", action="store_true",
+                      help="judge AutoGluon's own pickles against the strict-mode allowlist (will it load in strict mode?)")
     doctor = sub.add_parser("doctor", help="versions, known failures, and whether ag_torchfix covers them here")
     doctor.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -87,7 +89,7 @@ def _scan(args) -> int:
     from ag_torchfix import scanner
 
     progress = _Progress() if sys.stderr.isatty() else None
-    report = scanner.scan_paths(args.paths, progress=progress)
+    report = scanner.scan_paths(args.paths, strict=args.strict, progress=progress)
     if progress:
         progress.done()
     if args.json:
@@ -129,14 +131,14 @@ def _print_report(report, *, verbose: bool, colour: bool) -> None:
         kind = "AutoGluon predictor" if d.predictor else "directory"
         print(f"\n{d.path} ({kind}, {d.files} pickle files): {paint(d.verdict, d.verdict).strip()}")
         if d.loads_securely:
-            print("  every file loads securely with ag_torchfix")
+            print("  every file loads securely with ag_torchfix" + (" in strict mode" if report.strict else ""))
         for label, items in (("need trust", d.needs_trust), ("dangerous", d.dangerous),
                              ("unreadable", d.unreadable)):
             if items:
                 print(f"  {len(items)} {label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}")
-        if d.predictor and d.needs_trust:
+        if d.predictor and d.needs_trust and not report.strict:
             print("  AutoGluon's own pickles (predictor.pkl, learner.pkl, trainer.pkl, model.pkl, utils/) are loaded "
-                  "with full pickle; only fastai's model-internals.pkl is loaded securely.")
+                  "with full pickle outside strict mode; `ag-torchfix scan --strict` checks whether strict mode loads them.")
     counts = {v: sum(f.verdict == v for f in report.files) for v in _LABELS}
     summary = {"allowed": "load securely", "needs-trust": "need trust", "dangerous": "dangerous",
                "unreadable": "unreadable"}

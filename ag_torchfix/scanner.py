@@ -4,8 +4,10 @@ Every pickle found (torch zip archives, torch's legacy format, plain and compres
 opcode by opcode with ``pickle_scan`` (nothing is unpickled), attributed to its AutoGluon model from
 the predictor layout, and judged with ``policy``:
 - ``model-internals.pkl`` (fastai internals) against the allowlist the secure loader enforces;
-- AutoGluon's other pickles are loaded with full pickle and are not covered by ag_torchfix (strict
-  mode covers them): they need trust, unless something in them is plainly dangerous.
+- AutoGluon's other pickles are loaded with full pickle and are not covered by ag_torchfix outside
+  strict mode: they need trust, unless something in them is plainly dangerous.  With ``strict=True``
+  (``scan --strict``) they are judged against the strict allowlist instead: will the directory load
+  in strict mode?
 Reading is bounded: records and streams are read in windows, compressed data is checked for
 implausible ratios, symlinked directories are not followed.
 """
@@ -205,13 +207,13 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
     if kind == "torch-legacy":
         return _judged(path, model, kind, "torch-legacy", size, result, policy.fastai_internals(), covered=False,
                        note="torch's legacy (non-zip) format: the secure loader refuses it")
-    return _judged(path, model, kind, role, size, result, _plain_profile(strict), covered=False,
-                   note="AutoGluon loads this with full pickle; ag_torchfix does not cover it")
+    if strict:
+        from . import strict_mode
 
-
-def _plain_profile(strict: bool) -> policy.Profile:
-    # Plain pickles are judged by name against the fastai allowlist and the denylist; nothing here loads them.
-    return policy.fastai_internals()
+        return _judged(path, model, kind, role, size, result, strict_mode.profile(), covered=True,
+                       note="strict mode loads this with ag_torchfix's restricted unpickler")
+    return _judged(path, model, kind, role, size, result, policy.fastai_internals(), covered=False,
+                   note="AutoGluon loads this with full pickle; ag_torchfix covers it only in strict mode (--strict)")
 
 
 def _judged(path, model, kind, role, size, result: pickle_scan.ScanResult, profile: policy.Profile, *,

@@ -4,8 +4,10 @@ Measures (alternating runs, medians):
 1. import cost: a fresh interpreter importing ag_torchfix vs one that imports nothing;
 2. model-internals.pkl: ag_torchfix.load_learner vs fastai's load_learner (in process);
 3. TabularPredictor.load + predict_proba in a fresh process, with vs without the package;
-4. ag-torchfix scan of a bagged predictor's fastai internals vs torch's get_unsafe_globals_in_checkpoint.
-Targets: import adds < 10 ms; internals load <= 2x; whole load+predict <= 1.10x; scan not slower.
+4. ag-torchfix scan of a bagged predictor's fastai internals vs torch's get_unsafe_globals_in_checkpoint;
+5. strict vs ordinary TabularPredictor.load + predict_proba of a bagged, stacked zoo predictor.
+Targets: import adds < 10 ms; internals load <= 2x; whole load+predict <= 1.10x; scan not slower;
+strict <= 1.25x.
 Writes the table to stdout and benchmarks/results.md.
 """
 
@@ -168,6 +170,49 @@ def bench_scan(bagged: pathlib.Path, n: int) -> list[tuple]:
              f"{a / b:.2f}x", "<= 1x (torch's get_unsafe_globals_in_checkpoint)")]
 
 
+STRICT_PREDICT = """
+import sys, time
+t0, c0 = time.perf_counter(), time.process_time()
+import ag_torchfix
+sys.path.insert(0, {tests!r})
+from autogluon.tabular import TabularPredictor
+from helpers import make_table
+data = make_table(200, "binary", seed=11).drop(columns=["label"])
+t0, c0 = time.perf_counter(), time.process_time()
+with ag_torchfix.strict(sys.argv[2] == "strict"):
+    p = TabularPredictor.load(sys.argv[1], verbosity=0)
+    p.predict_proba(data)
+print(time.perf_counter() - t0, time.process_time() - c0)
+"""
+
+
+def bench_strict(zoo: pathlib.Path, n: int) -> list[tuple]:
+    """Strict vs ordinary TabularPredictor.load + predict_proba of the bagged, stacked zoo predictor."""
+    code = STRICT_PREDICT.format(tests=str(ROOT / "tests"))
+    samples = {"strict": [], "ordinary": []}
+    for _ in range(n):
+        for mode in samples:
+            out = subprocess.run([sys.executable, "-c", code, str(zoo), mode], capture_output=True, text=True,
+                                 env=ENV, check=True).stdout.strip().splitlines()[-1]
+            samples[mode].append(tuple(float(x) for x in out.split()))
+    rows = []
+    for label, k in (("wall", 0), ("CPU", 1)):
+        s = statistics.median(x[k] for x in samples["strict"])
+        o = statistics.median(x[k] for x in samples["ordinary"])
+        rows.append((f"strict vs ordinary load + predict_proba, bagged stacked zoo, fresh process ({label})",
+                     f"{s * 1e3:.0f} ms", f"{o * 1e3:.0f} ms", f"{s / o:.2f}x", "<= 1.25x"))
+    return rows
+
+
+def train_zoo(dest: pathlib.Path) -> pathlib.Path:
+    from helpers import fit_zoo
+
+    import ag_torchfix  # noqa: F401
+
+    fit_zoo(dest, "binary", bag=True, stack=True)
+    return dest
+
+
 def train_bagged(dest: pathlib.Path) -> pathlib.Path:
     from autogluon.tabular import TabularPredictor
     from helpers import make_table
@@ -199,8 +244,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         predictor = train(pathlib.Path(tmp) / "predictor")
         bagged = train_bagged(pathlib.Path(tmp) / "bagged")
+        zoo = train_zoo(pathlib.Path(tmp) / "zoo")
         rows = (bench_import(n_import) + bench_internals(predictor, n_load) + bench_predictor(predictor, n_predict)
-                + bench_scan(bagged, n_load))
+                + bench_scan(bagged, n_load) + bench_strict(zoo, n_predict))
     versions = {}
     for name in ("torch", "fastai", "autogluon.tabular"):
         from importlib.metadata import version

@@ -21,9 +21,10 @@ import ag_torchfix  # noqa: F401  (activates the package before AutoGluon is imp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import make_table  # noqa: E402
+from helpers import fit_zoo, make_table  # noqa: E402
 
-STACK_PACKAGES = ("torch", "fastai", "fastcore", "autogluon.tabular", "numpy", "pandas", "scikit-learn")
+STACK_PACKAGES = ("torch", "fastai", "fastcore", "autogluon.tabular", "numpy", "pandas", "scikit-learn", "lightgbm",
+                  "catboost", "xgboost-cpu")
 
 # name -> (problem_type, eval_metric, fit options)
 PREDICTORS = {
@@ -32,6 +33,15 @@ PREDICTORS = {
     "regression": ("regression", "r2", {"sample_weight": True}),
     "quantile": ("quantile", "pinball_loss", {}),
     "bagged": ("binary", "roc_auc", {"bag": True, "refit_full": True}),
+}
+
+
+# strict mode's zoo (needs autogluon.tabular[all]'s CPU models): name -> (problem_type, fit options)
+ZOO_PREDICTORS = {
+    "zoo-binary-stacked": ("binary", {"bag": True, "stack": True}),
+    "zoo-multiclass": ("multiclass", {"bag": False}),
+    "zoo-regression": ("regression", {"bag": True, "refit": True}),
+    "zoo-quantile": ("quantile", {"bag": False}),
 }
 
 
@@ -54,6 +64,11 @@ CACHE = pathlib.Path(os.environ.get("AG_TORCHFIX_TEST_CACHE", ROOT / ".cache" / 
 def train(name: str, dest: pathlib.Path) -> None:
     import numpy as np
     from autogluon.tabular import TabularPredictor
+
+    if name in ZOO_PREDICTORS:
+        problem_type, opts = ZOO_PREDICTORS[name]
+        fit_zoo(dest, problem_type, **opts)
+        return
 
     problem_type, metric, opts = PREDICTORS[name]
     df = make_table(240, problem_type, seed=sorted(PREDICTORS).index(name))
@@ -91,6 +106,13 @@ def cached_predictor(name: str) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def predictors() -> dict[str, pathlib.Path]:
     return {name: cached_predictor(name) for name in PREDICTORS}
+
+
+@pytest.fixture(scope="session")
+def zoo_predictors() -> dict[str, pathlib.Path]:
+    for module in ("lightgbm", "catboost", "xgboost"):
+        pytest.importorskip(module, reason="strict mode's zoo needs autogluon.tabular[all]'s CPU models")
+    return {name: cached_predictor(name) for name in ZOO_PREDICTORS}
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,35 @@ def make_table(n: int, problem_type: str, seed: int = 0, unseen: bool = False) -
     return df
 
 
+# Small, fast settings for every CPU model family of autogluon.tabular[all] (strict mode's zoo).
+ZOO = {
+    "GBM": {"num_boost_round": 20},
+    "CAT": {"iterations": 20},
+    "XGB": {"n_estimators": 20},
+    "RF": {"n_estimators": 20},
+    "XT": {"n_estimators": 20},
+    "KNN": {},
+    "LR": {},
+    "NN_TORCH": {"num_epochs": 2},
+    "FASTAI": {"epochs": 2},
+}
+
+
+def fit_zoo(path: pathlib.Path, problem_type: str, *, bag: bool, stack: bool = False, refit: bool = False):
+    """A medium_quality predictor over the CPU model zoo, optionally bagged and stacked."""
+    from autogluon.tabular import TabularPredictor
+
+    kwargs = {"quantile_levels": [0.1, 0.5, 0.9]} if problem_type == "quantile" else {}
+    predictor = TabularPredictor(label="label", problem_type=problem_type, path=str(path), verbosity=0, **kwargs)
+    fit_kwargs = dict(presets="medium_quality", hyperparameters=ZOO)
+    if bag:
+        fit_kwargs.update(num_bag_folds=2, num_bag_sets=1, num_stack_levels=1 if stack else 0, dynamic_stacking=False)
+    predictor.fit(make_table(300, problem_type, seed=1), **fit_kwargs)
+    if refit:
+        predictor.refit_full()
+    return predictor
+
+
 def predict_all(predictor_dir: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Load a predictor and predict with each of its models on data with unseen categories."""
     from autogluon.tabular import TabularPredictor

@@ -11,6 +11,7 @@ Usage: python tools/sweep_exports.py OUT.json [--quick]   (or: make sweep)
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import pathlib
 import pickle
@@ -60,6 +61,7 @@ class Recorder:
         self.globals = collections.Counter()
         self.getattr_pairs = collections.Counter()
         self.factories = collections.Counter()
+        self.partials = collections.Counter()
         self.uses: dict[str, set[str]] = {}  # static: normalised name -> how the stream uses it
 
     def pickle_module(self):
@@ -76,6 +78,10 @@ class Recorder:
             rec.factories[f"{factory.__module__}.{factory.__qualname__}" if factory else "None"] += 1
             return collections.defaultdict(*args)
 
+        def recording_partial(func, *args, **kwargs):
+            rec.partials[f"{func.__module__}.{func.__qualname__}"] += 1
+            return functools.partial(func, *args, **kwargs)
+
         class Unpickler(pickle.Unpickler):
             def find_class(self, module, name):
                 obj = super().find_class(module, name)
@@ -84,6 +90,8 @@ class Recorder:
                     return recording_getattr
                 if obj is collections.defaultdict:
                     return recording_defaultdict
+                if obj is functools.partial:
+                    return recording_partial
                 return obj
 
         mod = types.ModuleType("recording_pickle")
