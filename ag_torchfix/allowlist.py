@@ -180,6 +180,7 @@ STRICT: tuple[Entry, ...] = (
     Entry("autogluon.tabular.trainer.auto_trainer.AutoTrainer", CONSTRUCT, _AG),
     Entry("autogluon.common.features.feature_metadata.FeatureMetadata", CONSTRUCT, _AG),
     Entry("autogluon.common.utils.cv_splitter.CVSplitter", CONSTRUCT, _AG),
+    Entry("autogluon.core.utils.utils.CVSplitter", CONSTRUCT, "AutoGluon 1.1 location of CVSplitter; " + _AG),
     Entry("autogluon.core.data.cleaner.CleanerDummy", CONSTRUCT, _AG),
     Entry("autogluon.core.data.cleaner.CleanerMulticlass", CONSTRUCT, _AG),
     Entry("autogluon.core.data.label_cleaner.LabelCleanerBinary", CONSTRUCT, _AG),

@@ -48,6 +48,8 @@ def _status() -> int:
     if st["installed"]:
         print(f"  activated by: {how}")
     print(f"  start-up hook: {_hook_state(st)}")
+    print(f"  strict mode: {'on' if st['strict'] else 'off'} (AG_TORCHFIX_STRICT=1, ag_torchfix.strict(), "
+          "install(strict=True))")
     print("  AutoGluon fastai loader patched: "
           + ("yes" if st["autogluon_patched"] else "not yet (AutoGluon's fastai model module is not imported)"))
     print("  fastai checkpoint globals added to torch's safe set: "

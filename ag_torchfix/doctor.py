@@ -69,7 +69,10 @@ def examine() -> dict:
             "coverage": coverage("(AutoGluon's other pickles stay full pickle)"),
         },
     ]
+    strict = os.environ.get("AG_TORCHFIX_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
     package = [f"start-up hook: {hook}",
+               f"strict mode (all of AutoGluon's pickles restricted): {'on' if strict else 'off'} "
+               "(AG_TORCHFIX_STRICT, ag_torchfix.strict(), install(strict=True))",
                f"torch support: {'yes' if supported else 'no'} (ag_torchfix needs torch >= "
                f"{'.'.join(map(str, MIN_TORCH))})"]
     return {"versions": versions, "failures": failures, "package": package, "trust": trust.describe()}

@@ -43,6 +43,11 @@ def _rebuild_error(cls, message, state):
     return err
 
 
+def refusal_summary(err: SecureLoadError) -> str:
+    """The globals and constructs that caused a refusal (or its reason), for fallback warnings."""
+    return ", ".join(getattr(err, "globals", []) + getattr(err, "constructs", [])) or err.reason
+
+
 class DisallowedGlobalsError(SecureLoadError):
     """The file references globals outside the allowlist or uses constructs the loader refuses."""
 

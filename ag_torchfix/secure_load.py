@@ -27,6 +27,7 @@ from .errors import (
     TrustedFallbackWarning,
     UnreadableFileError,
     UnsupportedTorchError,
+    refusal_summary,
 )
 
 _ENTRIES = {e.name: e for e in allowlist.FASTAI_INTERNALS}
@@ -44,6 +45,8 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
         path = path or os.fspath(file)
         with open(file, "rb") as fh:
             return load_learner(fh, path=path, model=model)
+    if not callable(getattr(file, "read", None)):
+        raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")
     path = path or getattr(file, "name", None)
     stream = file if _seekable(file) else io.BytesIO(file.read())
     start = stream.tell()
@@ -55,9 +58,8 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
         source = trust.trust_source(path)
         if source is None or err.forced:
             raise
-        what = ", ".join(getattr(err, "globals", []) + getattr(err, "constructs", [])) or err.reason
         warnings.warn(
-            f"ag_torchfix: {path} is trusted ({source}) and failed the secure load ({what}); "
+            f"ag_torchfix: {path} is trusted ({source}) and failed the secure load ({refusal_summary(err)}); "
             "loading it with full pickle.",
             TrustedFallbackWarning,
             stacklevel=2,

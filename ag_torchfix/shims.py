@@ -47,6 +47,17 @@ def _spellings(name: str) -> list[str]:
     return [name]
 
 
+def resolve_installed(names) -> tuple[object, ...]:
+    """The objects behind ``names`` that exist here (older AutoGluon lacks some); files needing the rest are refused."""
+    found = []
+    for name in names:
+        try:
+            found.append(resolve(name))
+        except LookupError:
+            pass
+    return tuple(found)
+
+
 @functools.lru_cache(maxsize=1)
 def _getattr_pairs() -> frozenset[tuple[type, str]]:
     pairs = set()
@@ -60,7 +71,7 @@ def _getattr_pairs() -> frozenset[tuple[type, str]]:
 
 @functools.lru_cache(maxsize=1)
 def defaultdict_factories() -> tuple[object, ...]:
-    return tuple(resolve(name) for name in allowlist.DEFAULTDICT_FACTORIES)
+    return resolve_installed(allowlist.DEFAULTDICT_FACTORIES)
 
 
 def pickled_getattr(obj, name, *default):

@@ -27,7 +27,13 @@ import sys
 import warnings
 
 from . import allowlist, pickle_scan, policy, shims, trust
-from .errors import DisallowedGlobalsError, SecureLoadError, TrustedFallbackWarning, UnreadableFileError
+from .errors import (
+    DisallowedGlobalsError,
+    SecureLoadError,
+    TrustedFallbackWarning,
+    UnreadableFileError,
+    refusal_summary,
+)
 
 ENV_STRICT = "AG_TORCHFIX_STRICT"
 TARGET_MODULE = "autogluon.common.loaders.load_pkl"
@@ -127,12 +133,12 @@ class _Objects:
 
 @functools.lru_cache(maxsize=1)
 def _factories() -> tuple:
-    return tuple(shims.resolve(n) for n in allowlist.STRICT_DEFAULTDICT_FACTORIES)
+    return shims.resolve_installed(allowlist.STRICT_DEFAULTDICT_FACTORIES)
 
 
 @functools.lru_cache(maxsize=1)
 def _partial_funcs() -> tuple:
-    return tuple(shims.resolve(n) for n in allowlist.STRICT_PARTIAL_FUNCS)
+    return shims.resolve_installed(allowlist.STRICT_PARTIAL_FUNCS)
 
 
 def _strict_defaultdict(*args):
@@ -371,7 +377,6 @@ def _strict_load_pkl(module, path, format=None, verbose=True, *args, **kwargs):
         source = trust.trust_source(path)
         if source is None:
             raise
-        warnings.warn(f"ag_torchfix: {path} is trusted ({source}) and failed the strict load "
-                      f"({', '.join(getattr(err, 'globals', []) + getattr(err, 'constructs', [])) or err.reason}); "
+        warnings.warn(f"ag_torchfix: {path} is trusted ({source}) and failed the strict load ({refusal_summary(err)}); "
                       "loading it with full pickle.", TrustedFallbackWarning, stacklevel=3)
         return _original_load(path, format, verbose, *args, **kwargs)

@@ -124,22 +124,26 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 
-def bench_predictor(predictor: pathlib.Path, n: int) -> list[tuple]:
-    """Wall and CPU time of load + predict_proba in fresh processes (CPU time is steadier on a busy box)."""
-    code = PREDICT.format(tests=str(ROOT / "tests"))
-    samples = {"with": [], "without": []}
+def fresh_process_rows(code: str, predictor: pathlib.Path, modes: tuple[str, str], title: str, target: str,
+                       n: int) -> list[tuple]:
+    """Wall and CPU time a fresh process reports for ``code`` in two modes, alternating (CPU is steadier)."""
+    samples: dict[str, list] = {mode: [] for mode in modes}
     for _ in range(n):
-        for mode in samples:
+        for mode in modes:
             out = subprocess.run([sys.executable, "-c", code, str(predictor), mode], capture_output=True, text=True,
                                  env=ENV, check=True).stdout.strip().splitlines()[-1]
             samples[mode].append(tuple(float(x) for x in out.split()))
     rows = []
     for label, k in (("wall", 0), ("CPU", 1)):
-        w = statistics.median(s[k] for s in samples["with"])
-        o = statistics.median(s[k] for s in samples["without"])
-        rows.append((f"TabularPredictor.load + predict_proba, fresh process ({label})", f"{w * 1e3:.0f} ms",
-                     f"{o * 1e3:.0f} ms", f"{w / o:.2f}x", "<= 1.10x"))
+        ours, theirs = (statistics.median(x[k] for x in samples[mode]) for mode in modes)
+        rows.append((f"{title} ({label})", f"{ours * 1e3:.0f} ms", f"{theirs * 1e3:.0f} ms", f"{ours / theirs:.2f}x",
+                     target))
     return rows
+
+
+def bench_predictor(predictor: pathlib.Path, n: int) -> list[tuple]:
+    return fresh_process_rows(PREDICT.format(tests=str(ROOT / "tests")), predictor, ("with", "without"),
+                              "TabularPredictor.load + predict_proba, fresh process", "<= 1.10x", n)
 
 
 def bench_scan(bagged: pathlib.Path, n: int) -> list[tuple]:
@@ -172,7 +176,6 @@ def bench_scan(bagged: pathlib.Path, n: int) -> list[tuple]:
 
 STRICT_PREDICT = """
 import sys, time
-t0, c0 = time.perf_counter(), time.process_time()
 import ag_torchfix
 sys.path.insert(0, {tests!r})
 from autogluon.tabular import TabularPredictor
@@ -188,20 +191,9 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 
 def bench_strict(zoo: pathlib.Path, n: int) -> list[tuple]:
     """Strict vs ordinary TabularPredictor.load + predict_proba of the bagged, stacked zoo predictor."""
-    code = STRICT_PREDICT.format(tests=str(ROOT / "tests"))
-    samples = {"strict": [], "ordinary": []}
-    for _ in range(n):
-        for mode in samples:
-            out = subprocess.run([sys.executable, "-c", code, str(zoo), mode], capture_output=True, text=True,
-                                 env=ENV, check=True).stdout.strip().splitlines()[-1]
-            samples[mode].append(tuple(float(x) for x in out.split()))
-    rows = []
-    for label, k in (("wall", 0), ("CPU", 1)):
-        s = statistics.median(x[k] for x in samples["strict"])
-        o = statistics.median(x[k] for x in samples["ordinary"])
-        rows.append((f"strict vs ordinary load + predict_proba, bagged stacked zoo, fresh process ({label})",
-                     f"{s * 1e3:.0f} ms", f"{o * 1e3:.0f} ms", f"{s / o:.2f}x", "<= 1.25x"))
-    return rows
+    return fresh_process_rows(STRICT_PREDICT.format(tests=str(ROOT / "tests")), zoo, ("strict", "ordinary"),
+                              "strict vs ordinary load + predict_proba, bagged stacked zoo, fresh process",
+                              "<= 1.25x", n)
 
 
 def train_zoo(dest: pathlib.Path) -> pathlib.Path:

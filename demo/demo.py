@@ -46,7 +46,7 @@ def run(title: str, predictor: pathlib.Path, with_package: bool, **env) -> None:
 
 def main() -> None:
     from autogluon.tabular import TabularPredictor
-    from helpers import OsSystem, full_pickle_learner, make_table, save_learner
+    from helpers import make_table, plant_os_system
 
     import ag_torchfix  # noqa: F401  (needed to train NeuralNetFastAI on legacy fastai stacks)
 
@@ -62,10 +62,8 @@ def main() -> None:
     tampered = work / "tampered"
     shutil.copytree(predictor, tampered)
     marker = work / "PWNED"
-    internals = tampered / "models" / "NeuralNetFastAI" / "model-internals.pkl"
-    learner = full_pickle_learner(internals)
-    learner.recorder.note = OsSystem(marker)  # runs `touch PWNED` when unpickled with full pickle
-    save_learner(learner, internals)
+    # hide `touch PWNED` in the fastai internals: it runs if the file is ever unpickled with full pickle
+    plant_os_system(tampered / "models" / "NeuralNetFastAI" / "model-internals.pkl", marker)
     run("3. a tampered copy, with ag_torchfix", tampered, True)
     print(f"\n    payload ran: {marker.exists()}")
     shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,7 @@ import ag_torchfix  # noqa: F401  (activates the package before AutoGluon is imp
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import fit_zoo, make_table  # noqa: E402
+from helpers import fit_zoo, make_table, plant_os_system  # noqa: E402
 
 STACK_PACKAGES = ("torch", "fastai", "fastcore", "autogluon.tabular", "numpy", "pandas", "scikit-learn", "lightgbm",
                   "catboost", "xgboost-cpu")
@@ -125,6 +125,15 @@ def predictor_copy(binary_predictor, tmp_path) -> pathlib.Path:
     """A private copy of the binary predictor, safe to tamper with."""
     dest = tmp_path / "predictor"
     shutil.copytree(binary_predictor, dest)
+    return dest
+
+
+@pytest.fixture
+def tampered_predictor(binary_predictor, tmp_path) -> pathlib.Path:
+    """A copy of the binary predictor whose fastai internals run ``touch tmp_path/PWNED`` under full pickle."""
+    dest = tmp_path / "tampered"
+    shutil.copytree(binary_predictor, dest)
+    plant_os_system(next(dest.rglob("model-internals.pkl")), tmp_path / "PWNED")
     return dest
 
 

@@ -192,6 +192,13 @@ class NestedLoadLearner:
         return (load_learner, (self.path,))
 
 
+def plant_os_system(internals: pathlib.Path, marker) -> None:
+    """Hide ``os.system('touch marker')`` in a genuine fastai internals file (on a callback attribute)."""
+    learner = full_pickle_learner(internals)
+    learner.recorder.note = OsSystem(marker)
+    save_learner(learner, internals)
+
+
 def stream_payload(marker) -> bytes:
     """A whole data.pkl that is nothing but ``os.system('touch marker')``."""
     cmd = f"touch {marker}".encode()

@@ -80,3 +80,9 @@ def test_duplicate_data_pkl_records_are_refused(binary_predictor, internals_of, 
         z.writestr("archive/data.pkl", b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.")
     with pytest.raises(ag_torchfix.UnreadableFileError, match="2 data.pkl records"):
         ag_torchfix.load_learner(bad)
+
+
+@pytest.mark.parametrize("bad", [123, None, b"bytes are not a file"])
+def test_wrong_argument_types_get_a_typed_error(bad):
+    with pytest.raises(TypeError, match="expects a path or a binary file object"):
+        ag_torchfix.load_learner(bad)

@@ -11,7 +11,6 @@ import sys
 import textwrap
 
 import pytest
-from helpers import OsSystem, full_pickle_learner, save_learner
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = str(ROOT / "tests")
@@ -48,16 +47,6 @@ def last_json(out: subprocess.CompletedProcess) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def tampered(binary_predictor, internals_of, tmp_path):
-    dest = shutil.copytree(binary_predictor, tmp_path / "tampered")
-    file = internals_of(dest)
-    learner = full_pickle_learner(file)
-    learner.recorder.note = OsSystem(tmp_path / "PWNED")
-    save_learner(learner, file)
-    return dest
-
-
 def test_startup_only_registers_a_finder():
     probe = ("import sys, json; print(json.dumps({'hook': '_ag_torchfix_autoload' in sys.modules, "
              "'heavy': [m for m in ('ag_torchfix', 'torch', 'fastai', 'autogluon') if m in sys.modules]}))")
@@ -67,12 +56,13 @@ def test_startup_only_registers_a_finder():
     assert "ag_torchfix" not in with_hook["heavy"] and "torch" not in with_hook["heavy"]
 
 
-def test_fresh_process_never_importing_the_package_loads_securely_and_refuses_tampering(binary_predictor, tampered,
+def test_fresh_process_never_importing_the_package_loads_securely_and_refuses_tampering(binary_predictor,
+                                                                                         tampered_predictor,
                                                                                          tmp_path):
     forced = {"TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
     good = last_json(run_python(LOAD_AND_PREDICT, binary_predictor, env_extra=forced))
     assert good.get("predictions") and good["how"] == "plugin", good
-    bad = last_json(run_python(LOAD_AND_PREDICT, tampered, env_extra=forced))
+    bad = last_json(run_python(LOAD_AND_PREDICT, tampered_predictor, env_extra=forced))
     assert bad["error"].startswith("ag_torchfix.errors.DisallowedGlobalsError") and "posix.system" in bad["error"]
     assert not (tmp_path / "PWNED").exists()
 
@@ -118,13 +108,13 @@ SPAWN = textwrap.dedent(
 )
 
 
-def test_multiprocessing_spawn_child_is_protected(binary_predictor, tampered, tmp_path):
+def test_multiprocessing_spawn_child_is_protected(binary_predictor, tampered_predictor, tmp_path):
     script = tmp_path / "spawn_parent.py"
     script.write_text(SPAWN)
     env = {k: v for k, v in os.environ.items() if k != "AG_TORCHFIX_AUTOLOAD"}
     env["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    out = subprocess.run([sys.executable, str(script), str(binary_predictor), str(tampered)], capture_output=True,
-                         text=True, env=env, timeout=900)
+    out = subprocess.run([sys.executable, str(script), str(binary_predictor), str(tampered_predictor)],
+                         capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     (good_kind, good), (bad_kind, bad) = json.loads(out.stdout.strip().splitlines()[-1])
     assert good_kind == "ok" and len(good) == 10

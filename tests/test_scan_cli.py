@@ -12,7 +12,7 @@ import sys
 import zipfile
 
 import pytest
-from helpers import OsSystem, build_on_class_payload, data_pkl, full_pickle_learner, rewrite_archive, save_learner
+from helpers import OsSystem, build_on_class_payload, data_pkl, rewrite_archive
 
 ANSI = "\033["
 
@@ -72,25 +72,15 @@ def test_human_report_is_short_and_uncoloured_when_piped(predictors):
     assert "loads securely" in out.stdout and "(exit 1)" in out.stdout.splitlines()[-1]
 
 
-@pytest.fixture
-def tampered_dir(binary_predictor, internals_of, tmp_path):
-    dest = shutil.copytree(binary_predictor, tmp_path / "predictor")
-    file = internals_of(dest)
-    learner = full_pickle_learner(file)
-    learner.recorder.note = OsSystem(tmp_path / "PWNED")
-    save_learner(learner, file)
-    return dest
-
-
-def test_tampered_internals_are_dangerous(tampered_dir, tmp_path):
-    code, doc = scan_json(tampered_dir)
+def test_tampered_internals_are_dangerous(tampered_predictor, tmp_path):
+    code, doc = scan_json(tampered_predictor)
     assert code == 2 and doc["verdict"] == "dangerous"
     f = by_name(doc)["models/NeuralNetFastAI/model-internals.pkl"]
     assert f["verdict"] == "dangerous"
     assert {"name": "posix.system", "status": "dangerous"}.items() <= next(
         g for g in f["globals"] if g["name"] == "posix.system").items()
     assert doc["directories"][0]["dangerous"] == ["models/NeuralNetFastAI/model-internals.pkl"]
-    human = cli("scan", tampered_dir)
+    human = cli("scan", tampered_predictor)
     assert human.returncode == 2 and "dangerous: posix.system" in human.stdout
     assert not (tmp_path / "PWNED").exists()
 
@@ -187,9 +177,9 @@ def test_symlink_loops_inside_a_tree_are_reported_not_followed(binary_predictor,
     assert not any("/loop/" in f["path"] for f in doc["files"])
 
 
-def test_danger_outranks_unreadable(tampered_dir):
-    (tampered_dir / "broken.pkl").write_bytes(b"\x80\x02\xff.")
-    code, doc = scan_json(tampered_dir)
+def test_danger_outranks_unreadable(tampered_predictor):
+    (tampered_predictor / "broken.pkl").write_bytes(b"\x80\x02\xff.")
+    code, doc = scan_json(tampered_predictor)
     assert code == 2 and doc["summary"]["unreadable"] == 1 and doc["summary"]["dangerous"] == 1
 
 
