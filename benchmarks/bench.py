@@ -110,7 +110,6 @@ def _torch_weights_only_part():
 
 PREDICT = """
 import sys, time
-t = time.perf_counter()
 if sys.argv[2] == "with":
     import ag_torchfix
 sys.path.insert(0, {tests!r})
