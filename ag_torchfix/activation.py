@@ -20,6 +20,7 @@ from . import import_hooks
 AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
 AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
 
+ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
 _state: dict[str, object] = {"installed": False, "how": None, "added_globals": []}
 
@@ -81,18 +82,23 @@ def status() -> dict[str, object]:
             "how": _state["how"],
             "startup_hook": None if hook is None else getattr(hook, "__file__", "?"),
             "autogluon_patched": autogluon_patch.is_applied(),
-            "strict": _strict_state(),
+            "strict": strict_active(),
             "fastai_globals_registered": len(_state["added_globals"]),
             "watching": import_hooks.watched(),
         }
 
 
-def _strict_state() -> bool:
+def strict_env_enabled() -> bool:
+    """AG_TORCHFIX_STRICT=1/true/yes/on (any case) turns strict mode on for the whole process."""
+    return os.environ.get(ENV_STRICT, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def strict_active() -> bool:
+    """Whether strict mode is on here, without importing strict_mode just to ask."""
     import sys
 
     module = sys.modules.get("ag_torchfix.strict_mode")
-    return bool(module and module.is_active()) or os.environ.get("AG_TORCHFIX_STRICT", "").strip().lower() in (
-        "1", "true", "yes", "on")
+    return module.is_active() if module is not None else strict_env_enabled()
 
 
 def fastai_load_model_globals() -> list:

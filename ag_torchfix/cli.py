@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _status() -> int:
     import ag_torchfix
-    from ag_torchfix import trust
 
     st = ag_torchfix.status()
     how = {"plugin": "the start-up hook (ag_torchfix.pth), on the first torch/fastai/AutoGluon import",

@@ -11,7 +11,7 @@ import platform
 import re
 import sys
 
-from . import trust
+from . import activation, trust
 
 MIN_TORCH = (2, 6)
 LAST_UNSCOPED_FASTAI = (2, 7, 18)  # fastai <= this calls torch.load in load_model without an allowlist
@@ -69,7 +69,7 @@ def examine() -> dict:
             "coverage": coverage("(AutoGluon's other pickles stay full pickle)"),
         },
     ]
-    strict = os.environ.get("AG_TORCHFIX_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+    strict = activation.strict_active()
     package = [f"start-up hook: {hook}",
                f"strict mode (all of AutoGluon's pickles restricted): {'on' if strict else 'off'} "
                "(AG_TORCHFIX_STRICT, ag_torchfix.strict(), install(strict=True))",

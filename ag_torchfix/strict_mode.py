@@ -27,6 +27,7 @@ import sys
 import warnings
 
 from . import allowlist, pickle_scan, policy, shims, trust
+from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
 from .errors import (
     DisallowedGlobalsError,
     SecureLoadError,
@@ -34,9 +35,6 @@ from .errors import (
     UnreadableFileError,
     refusal_summary,
 )
-
-ENV_STRICT = "AG_TORCHFIX_STRICT"
-TARGET_MODULE = "autogluon.common.loaders.load_pkl"
 
 _context: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ag_torchfix_strict", default=None)
 _process_default = False
@@ -65,7 +63,7 @@ def is_active() -> bool:
     local = _context.get()
     if local is not None:
         return local
-    return _process_default or os.environ.get(ENV_STRICT, "").strip().lower() in ("1", "true", "yes", "on")
+    return _process_default or strict_env_enabled()
 
 
 def set_process_default(enabled: bool) -> None:

@@ -192,11 +192,17 @@ class NestedLoadLearner:
         return (load_learner, (self.path,))
 
 
-def plant_os_system(internals: pathlib.Path, marker) -> None:
-    """Hide ``os.system('touch marker')`` in a genuine fastai internals file (on a callback attribute)."""
+def plant(internals: pathlib.Path, **payloads) -> None:
+    """Hide payload objects in a genuine fastai internals file, as attributes of its Recorder callback."""
     learner = full_pickle_learner(internals)
-    learner.recorder.note = OsSystem(marker)
+    for name, payload in payloads.items():
+        setattr(learner.recorder, name, payload)
     save_learner(learner, internals)
+
+
+def plant_os_system(internals: pathlib.Path, marker) -> None:
+    """Hide ``os.system('touch marker')`` in a genuine fastai internals file."""
+    plant(internals, note=OsSystem(marker))
 
 
 def stream_payload(marker) -> bytes:

@@ -128,7 +128,7 @@ def test_payload_in_each_kind_of_pickle_is_refused_in_strict_mode(kind, tampered
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_the_same_payload_runs_outside_strict_mode(kind, tampered_zoo):
     predictor, marker = tampered_zoo(kind)
-    env = {k: v for k, v in os.environ.items() if k != ag_torchfix.strict_mode.ENV_STRICT}
+    env = {k: v for k, v in os.environ.items() if k != ag_torchfix.activation.ENV_STRICT}
     subprocess.run([sys.executable, "-c", USE, str(predictor), kind], env=env, capture_output=True, timeout=600)
     assert marker.exists(), f"{kind}: the payload did not run without strict mode"
 
@@ -137,7 +137,7 @@ def test_the_same_payload_runs_outside_strict_mode(kind, tampered_zoo):
 def test_strict_mode_process_wide(how, tampered_zoo):
     predictor, marker = tampered_zoo("learner.pkl")
     code = ("import ag_torchfix; ag_torchfix.install(strict=True)\n" if how == "install" else "") + USE
-    env = {**os.environ, **({ag_torchfix.strict_mode.ENV_STRICT: "1"} if how == "env" else {})}
+    env = {**os.environ, **({ag_torchfix.activation.ENV_STRICT: "1"} if how == "env" else {})}
     out = subprocess.run([sys.executable, "-c", code, str(predictor), "learner.pkl"], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode != 0 and "DisallowedGlobalsError" in out.stderr and "learner.pkl" in out.stderr

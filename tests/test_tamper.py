@@ -27,6 +27,7 @@ from helpers import (
     data_pkl,
     full_pickle_learner,
     make_table,
+    plant,
     rewrite_archive,
     save_learner,
     stream_payload,
@@ -41,9 +42,7 @@ def _attach(attribute_value):
     """Tamper by hiding a payload object inside a genuine learner (on a callback's attribute)."""
 
     def tamper(file: pathlib.Path, marker: pathlib.Path, workdir: pathlib.Path) -> None:
-        learner = full_pickle_learner(file)
-        learner.recorder.extra = attribute_value(marker, workdir)
-        save_learner(learner, file)
+        plant(file, extra=attribute_value(marker, workdir))
 
     return tamper
 
@@ -199,11 +198,7 @@ def test_build_on_class_is_a_live_gadget_under_full_pickle(tmp_path):
 
 def test_every_disallowed_global_is_named_at_once(binary_predictor, internals_of, tmp_path):
     file = internals_of(shutil.copytree(binary_predictor, tmp_path / "p"))
-    learner = full_pickle_learner(file)
-    learner.recorder.a = OsSystem(tmp_path / "m1")
-    learner.recorder.b = Exec(tmp_path / "m2")
-    learner.recorder.c = Subprocess(tmp_path / "m3")
-    save_learner(learner, file)
+    plant(file, a=OsSystem(tmp_path / "m1"), b=Exec(tmp_path / "m2"), c=Subprocess(tmp_path / "m3"))
     with pytest.raises(ag_torchfix.DisallowedGlobalsError) as err:
         ag_torchfix.load_learner(file)
     assert [g.split(" ")[0] for g in err.value.globals] == ["builtins.exec", "posix.system", "subprocess.call"]
