@@ -93,19 +93,40 @@ USE = textwrap.dedent(
 )
 
 
+def _plant_in_pickle(file: pathlib.Path, marker: pathlib.Path) -> None:
+    with open(file, "rb") as fh:  # our own file: full pickle is fine here
+        obj = pickle.load(fh)
+    with open(file, "wb") as fh:
+        pickle.dump(_attach(obj, OsSystem(marker)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 @pytest.fixture
 def tampered_zoo(zoo_predictors, tmp_path):
     def make(kind: str) -> tuple[pathlib.Path, pathlib.Path]:
         dest = shutil.copytree(zoo_predictors["zoo-binary-stacked"], tmp_path / f"tampered-{kind}")
         marker = tmp_path / f"PWNED-{kind}"
-        file = dest / KINDS[kind]
-        with open(file, "rb") as fh:  # our own file: full pickle is fine here
-            obj = pickle.load(fh)
-        with open(file, "wb") as fh:
-            pickle.dump(_attach(obj, OsSystem(marker)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        _plant_in_pickle(dest / KINDS[kind], marker)
         return dest, marker
 
     return make
+
+
+@pytest.mark.parametrize("relpath", ["learner.pkl", "models/NeuralNetFastAI/model.pkl"])
+def test_fastai_only_predictor_payload_is_refused_in_strict_mode(relpath, binary_predictor, tmp_path):
+    """Runs on every stack of the matrix, AutoGluon 1.1.1 included (the zoo tests need 1.6's model zoo)."""
+    from autogluon.tabular import TabularPredictor
+
+    dest = shutil.copytree(binary_predictor, tmp_path / "tampered")
+    marker = tmp_path / "PWNED"
+    _plant_in_pickle(dest / relpath, marker)
+    data = make_table(20, "binary", seed=5).drop(columns=["label"])
+    with ag_torchfix.strict(), pytest.raises(ag_torchfix.DisallowedGlobalsError) as err:
+        TabularPredictor.load(str(dest), verbosity=0).predict(data, model="NeuralNetFastAI")
+    assert str(dest / relpath) in str(err.value) and "posix.system (dangerous" in str(err.value)
+    assert not marker.exists()
+    with ag_torchfix.strict(False):  # the payload is real: AutoGluon's own load runs it
+        TabularPredictor.load(str(dest), verbosity=0).predict(data, model="NeuralNetFastAI")
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
