@@ -12,7 +12,7 @@ import sys as _sys
 
 from .activation import install, status, uninstall
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Everything else loads on first use, so that the import stays a few milliseconds.
 _LAZY = {
@@ -23,6 +23,7 @@ _LAZY = {
     "DisallowedGlobalsError": "errors",
     "UnreadableFileError": "errors",
     "UnsupportedTorchError": "errors",
+    "LockMismatchError": "errors",
     "AgTorchfixWarning": "errors",
     "TrustedFallbackWarning": "errors",
     "ConfigurationWarning": "errors",

@@ -1,13 +1,18 @@
 """install()/uninstall(): what ``import ag_torchfix`` does, and how to undo it exactly.
 
 install() only registers post-import hooks, so it imports nothing heavy:
-- when ``fastai.learner`` is imported, the few globals fastai's own ``Learner.load`` of a
-  weights+optimizer checkpoint needs are added to torch's process-wide safe set (what fastai >= 2.7.19
-  scopes around its ``load_model``; fastai <= 2.7.18 forgets to, which breaks NeuralNetFastAI
-  training on torch >= 2.6).  Only names torch did not already hold are added, and only those are
-  removed again by uninstall();
-- when AutoGluon's fastai model module is imported, its loader is patched (``autogluon_patch``).
-Both are idempotent: installing twice equals once.
+- when ``fastai.learner`` is imported, its ``load_model`` (how ``Learner.load`` reloads a
+  weights+optimizer checkpoint, which AutoGluon does after every fit) runs with the few globals it
+  needs accepted for that call only, in that thread or task (``torch_scope.adding``): fastai 2.8
+  registers them process-wide around the call itself, fastai 2.7.19 only ``L``, fastai <= 2.7.18
+  none, which breaks NeuralNetFastAI training on torch >= 2.6.  torch's process-wide safe set is
+  never changed: numpy's dtype classes and scalar reconstructor, once accepted by every weights-only
+  load of the process, let a crafted checkpoint forge object pointers;
+- when AutoGluon's fastai model module is imported, its loader is patched (``autogluon_patch``);
+- when AutoGluon's ``load_pkl`` is imported, its ``load`` is wrapped for strict mode (``strict_mode``), and
+  so is ``XGBoostModel.load``, which reads XGBoost's own model file outside ``load_pkl``.
+Every replacement keeps the original's name, module, docstring and signature, so it pickles by
+reference as the original did.  All idempotent: installing twice equals once.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from . import import_hooks
 
 AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
 AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
+AUTOGLUON_XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
 
 ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
-_state: dict[str, object] = {"installed": False, "how": None, "added_globals": []}
+_state: dict[str, object] = {"installed": False, "how": None}
+MARK = "__ag_torchfix_patch__"
+_originals: dict[str, object] = {}
 
 
 def install(*, strict: bool | None = None, how: str = "explicit") -> None:
@@ -39,9 +47,10 @@ def install(*, strict: bool | None = None, how: str = "explicit") -> None:
         if _state["installed"]:
             return
         _state.update(installed=True, how=how)
-        import_hooks.when_imported("fastai.learner", _register_fastai_globals)
+        import_hooks.when_imported("fastai.learner", _patch_fastai_load_model)
         import_hooks.when_imported(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.when_imported(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
+        import_hooks.when_imported(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
 
 
 def activate() -> None:
@@ -52,21 +61,19 @@ def activate() -> None:
 def uninstall() -> None:
     """Restore every patched object and remove exactly the globals the package added."""
     with _lock:
-        import_hooks.discard("fastai.learner", _register_fastai_globals)
+        import_hooks.discard("fastai.learner", _patch_fastai_load_model)
         import_hooks.discard(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.discard(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
+        import_hooks.discard(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
         from . import autogluon_patch, strict_mode, torch_scope
 
         autogluon_patch.remove()
         strict_mode.remove()
+        strict_mode.remove_xgboost()
         strict_mode.set_process_default(False)
+        _unpatch_fastai_load_model()
         torch_scope.unpatch()
-        added = _state["added_globals"]
-        if added:
-            from torch import _weights_only_unpickler as wou
-
-            wou._remove_safe_globals(added)
-        _state.update(installed=False, how=None, added_globals=[])
+        _state.update(installed=False, how=None)
 
 
 def status() -> dict[str, object]:
@@ -83,7 +90,7 @@ def status() -> dict[str, object]:
             "startup_hook": None if hook is None else getattr(hook, "__file__", "?"),
             "autogluon_patched": autogluon_patch.is_applied(),
             "strict": strict_active(),
-            "fastai_globals_registered": len(_state["added_globals"]),
+            "fastai_load_model_scoped": "fastai.learner.load_model" in _originals,
             "watching": import_hooks.watched(),
         }
 
@@ -101,8 +108,8 @@ def strict_active() -> bool:
     return module.is_active() if module is not None else strict_env_enabled()
 
 
-def fastai_load_model_globals() -> list:
-    """The globals fastai >= 2.7.19 scopes around ``load_model``, under both numpy spellings."""
+def fastai_load_model_globals() -> dict[str, object]:
+    """The globals fastai 2.8 scopes around ``load_model`` (name -> object), under both numpy spellings."""
     import numpy as np
     from fastcore.foundation import L
 
@@ -110,7 +117,9 @@ def fastai_load_model_globals() -> list:
     other = ("numpy.core.multiarray.scalar" if scalar.__module__.startswith("numpy._core")
              else "numpy._core.multiarray.scalar")
     dtypes = [getattr(np.dtypes, name) for name in getattr(getattr(np, "dtypes", None), "__all__", [])]
-    return [L, scalar, (scalar, other), np.dtype, *dtypes]
+    found = {f"{o.__module__}.{o.__qualname__}": o for o in (L, scalar, np.dtype, *dtypes)}
+    found[other] = scalar
+    return found
 
 
 def _patch_autogluon(module) -> None:
@@ -125,15 +134,37 @@ def _patch_load_pkl(module) -> None:
     strict_mode.apply(module)
 
 
-def _register_fastai_globals(_module) -> None:
-    import torch.serialization
+def _patch_xgboost(module) -> None:
+    from . import strict_mode
+
+    strict_mode.apply_xgboost(module)
+
+
+def _patch_fastai_load_model(module) -> None:
+    """Run fastai's ``load_model`` with its checkpoint globals accepted for that call only."""
+    import functools
 
     with _lock:
-        if not _state["installed"] or _state["added_globals"]:
+        current = module.load_model
+        if not _state["installed"] or getattr(current, MARK, False):
             return
-        present = set(torch.serialization.get_safe_globals())
-        missing = [g for g in fastai_load_model_globals() if g not in present]
-        # de-duplicate aliases numpy exposes twice in np.dtypes.__all__ (e.g. Int64DType/LongDType)
-        missing = list(dict.fromkeys(missing))
-        torch.serialization.add_safe_globals(missing)
-        _state["added_globals"] = missing
+
+        @functools.wraps(current)
+        def load_model(*args, **kwargs):
+            from . import torch_scope
+
+            with torch_scope.adding(fastai_load_model_globals()):
+                return current(*args, **kwargs)
+
+        setattr(load_model, MARK, True)
+        _originals["fastai.learner.load_model"] = current
+        module.load_model = load_model
+
+
+def _unpatch_fastai_load_model() -> None:
+    import sys
+
+    module = sys.modules.get("fastai.learner")
+    original = _originals.pop("fastai.learner.load_model", None)
+    if module is not None and original is not None and getattr(module.load_model, MARK, False):
+        module.load_model = original

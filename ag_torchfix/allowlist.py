@@ -1,4 +1,4 @@
-"""The curated allowlist for AutoGluon's fastai ``model-internals.pkl``: data, not code.
+"""The curated allowlists: data, not code.
 
 Every entry is an exact dotted name (as torch's weights-only unpickler spells it after mapping
 Python-2 names) with one line saying why loading it cannot run code, touch files, import modules,
@@ -6,16 +6,18 @@ reflect on objects, or load another pickle.  No module-prefix wildcards.  The ca
 ``tools/sweep_exports.py`` (real exports over problem types, metrics, bagging, refit_full, sample
 weights and column kinds, on each supported stack); each was reviewed before it was added here.
 
-How an entry may be used by the pickle (enforced at load time, see ``torch_scope``):
-- CONSTRUCT: a class the pickle may call or ``NEWOBJ``, and whose instances may receive ``BUILD``;
-- CALL: a function the pickle calls to rebuild a value;
+How an entry may be used by the pickle:
+- CONSTRUCT: a class the pickle may ``NEWOBJ`` (with no arguments) or call with the arguments its
+  ``args`` patterns allow, and whose instances may receive ``BUILD``;
+- CALL: a function the pickle calls to rebuild a value, with the arguments its ``args`` allow;
+  ``returns`` names the type of what it makes (``"arg0"``: the class passed as first argument);
 - REFERENCE: a value the pickle only stores (a logger, a metric function, a type used as data);
   the loader refuses to call it during the load.
-Everything a file may reference must also be harmless to *call later* with attacker-chosen
-arguments, because fastai calls stored callables (callbacks, metrics, transforms) while predicting.
-
-torch's own weights-only defaults (tensor rebuild functions, storages, ``torch.device``,
-``collections.OrderedDict``, ...) stay torch's decision and are not repeated here.
+For the fastai internals (loaded by torch's weights-only unpickler) the argument patterns and the
+BUILD-state rules below are checked statically, before torch reads the file; strict mode checks
+the same rules at run time in its own unpickler.  Everything a file may reference must also be
+harmless to *call later* with attacker-chosen arguments, because fastai calls stored callables
+(callbacks, metrics, transforms) while predicting.
 """
 
 from __future__ import annotations
@@ -27,26 +29,110 @@ CALL = "call"
 REFERENCE = "reference"
 
 
+# --- argument patterns: what a call's arguments may be (matched against the scanner's symbols) ------
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str  # str int bool none number bytes list dict any storage empty-ordereddict lit made name tuple tuple-of either args-of state
+    values: tuple = ()
+
+    def __repr__(self) -> str:
+        return f"{self.kind}{self.values if self.values else ''}"
+
+
+STR, INT, BOOL, NONE, NUMBER = Pattern("str"), Pattern("int"), Pattern("bool"), Pattern("none"), Pattern("number")
+GLOBAL = Pattern("global")  # any (allowlisted) global, as a value
+OBJECT = Pattern("object")  # an object made by an allowlisted call: never a global, never plain data
+BYTES = Pattern("bytes")  # a bytes literal, or what _codecs.encode / bytes() make (protocol 2 spells bytes that way)
+LIST, DICT, ANY = Pattern("list"), Pattern("dict"), Pattern("any")
+STORAGE = Pattern("storage")  # a tensor storage from a persistent id, checked against its archive record
+EMPTY_ORDEREDDICT = Pattern("empty-ordereddict")  # OrderedDict() with no items: tensors' backward hooks
+STATE = Pattern("state")  # None, or a state dict that passes the BUILD-state rules (torch's _set_obj_state)
+
+
+def dict_of(value: Pattern) -> Pattern:
+    """A dict whose values all match ``value``."""
+    return Pattern("dict-of", (value,))
+
+
+def lit(*values) -> Pattern:
+    return Pattern("lit", values)
+
+
+def made(*types: str) -> Pattern:
+    """An object whose runtime type is one of ``types`` (as the scan can tell from what made it)."""
+    return Pattern("made", types)
+
+
+def name(*names: str) -> Pattern:
+    """A global among ``names``."""
+    return Pattern("name", names)
+
+
+def tuple_of(item: Pattern) -> Pattern:
+    return Pattern("tuple-of", (item,))
+
+
+def exactly(*items: Pattern) -> Pattern:
+    """A tuple of exactly these items."""
+    return Pattern("tuple", items)
+
+
+def either(*patterns: Pattern) -> Pattern:
+    return Pattern("either", patterns)
+
+
+def star(item: Pattern) -> Pattern:
+    """As the only element of an allowed argument tuple: any number of arguments, each matching ``item``."""
+    return Pattern("star", (item,))
+
+
+def args_of(entry: str) -> Pattern:
+    """A tuple that is a valid argument tuple for ``entry``."""
+    return Pattern("args-of", (entry,))
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
     use: str
     reason: str
+    args: tuple[tuple[Pattern, ...], ...] | None = None  # allowed REDUCE argument tuples (any of them)
+    returns: str | None = None  # CALL: type of the result ("arg0": the class passed first)
+    torch_default: bool = False  # torch's own weights-only unpickler allows it; listed so the scan accepts it
 
 
 _MODULE_STATE = "object.__new__ then a plain __dict__ update; no I/O, imports or nested loads"
 _NN_MODULE = "torch nn.Module: Module.__setstate__ only updates __dict__ and fills default hook dicts"
 _PURE_FN = "pure numeric function of its arguments; no I/O, imports or reflection"
 
+_RECONSTRUCT = ((name("numpy.ndarray"), lit((0,)), BYTES),)
+_SCALAR = ((made("numpy.dtype"), BYTES),)
+_SLICE = tuple((a, b, c) for a in (INT, NONE) for b in (INT, NONE) for c in (INT, NONE))
+_PATH = ((star(STR),),)
+_REBUILD_TENSOR = ((STORAGE, INT, tuple_of(INT), tuple_of(INT), BOOL, EMPTY_ORDEREDDICT),
+                   (STORAGE, INT, tuple_of(INT), tuple_of(INT), BOOL, EMPTY_ORDEREDDICT, NONE))
+
+# torch storage types a persistent id may name -> bytes per element (torch.save's records hold numel x this)
+STORAGE_ITEMSIZE: dict[str, int] = {
+    "FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8, "IntStorage": 4,
+    "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1, "ComplexFloatStorage": 8,
+    "ComplexDoubleStorage": 16,
+}
+
 # numpy and pandas as both profiles meet them (numpy 2 and numpy 1 spellings).
 NUMPY_PANDAS: tuple[Entry, ...] = (
     # --- numpy: arrays, scalars and dtypes (numpy 2 and numpy 1 spellings) ----------------------
-    Entry("numpy._core.multiarray._reconstruct", CALL, "allocates an empty ndarray subclass; refuses non-ndarray types"),
-    Entry("numpy.core.multiarray._reconstruct", CALL, "numpy 1.x name of _reconstruct"),
-    Entry("numpy._core.multiarray.scalar", CALL, "builds a numpy scalar from a dtype and raw bytes"),
-    Entry("numpy.core.multiarray.scalar", CALL, "numpy 1.x name of scalar"),
-    Entry("numpy.ndarray", CONSTRUCT, "ndarray.__setstate__ copies raw bytes, or takes a list for object arrays (no nested unpickle)"),
-    Entry("numpy.dtype", CONSTRUCT, "dtype from a type code; __setstate__ sets byte order and flags"),
+    Entry("numpy._core.multiarray._reconstruct", CALL, "allocates an empty ndarray; only ever (ndarray, (0,), b'b')",
+          args=_RECONSTRUCT, returns="arg0"),
+    Entry("numpy.core.multiarray._reconstruct", CALL, "numpy 1.x name of _reconstruct", args=_RECONSTRUCT, returns="arg0"),
+    Entry("numpy._core.multiarray.scalar", CALL, "builds a numpy scalar from a checked dtype and raw bytes",
+          args=_SCALAR, returns="numpy scalar"),
+    Entry("numpy.core.multiarray.scalar", CALL, "numpy 1.x name of scalar", args=_SCALAR, returns="numpy scalar"),
+    Entry("numpy.ndarray", CONSTRUCT, "ndarray.__setstate__ copies raw bytes, or takes a list for object arrays "
+          "(no nested unpickle); its state is checked (NDARRAY_STATE)"),
+    Entry("numpy.dtype", CONSTRUCT, "dtype from a type code; __setstate__ sets byte order and flags, checked against "
+          "the type code (DTYPE_STATES)", args=((STR, BOOL, BOOL),)),
     *(
         Entry(f"numpy.dtypes.{cls}", CONSTRUCT, "dtype instances are BUILT with their dtype class; __setstate__ sets flags only")
         for cls in (
@@ -57,8 +143,10 @@ NUMPY_PANDAS: tuple[Entry, ...] = (
     ),
     # --- pandas: frames, indexes, blocks ------------------------------------------------------------
     Entry("pandas.core.frame.DataFrame", CONSTRUCT, "NDFrame.__setstate__ assigns the block manager and attrs; no I/O"),
-    Entry("pandas.core.internals.managers.BlockManager", CONSTRUCT, "container of blocks and axes; __setstate__ rebuilds blocks from arrays"),
-    Entry("pandas._libs.internals._unpickle_block", CALL, "wraps an ndarray into a pandas Block at given positions"),
+    Entry("pandas.core.internals.managers.BlockManager", CONSTRUCT, "container of blocks and axes; __init__ verifies "
+          "their shapes", args=((tuple_of(made("pandas block")), LIST),)),
+    Entry("pandas._libs.internals._unpickle_block", CALL, "wraps an ndarray into a pandas Block at given positions",
+          args=((made("numpy.ndarray"), made("builtins.slice"), INT),), returns="pandas block"),
     Entry("pandas.core.indexes.base.Index", REFERENCE, "index class handed to the _new_Index shim, which only accepts Index subclasses"),
     Entry("pandas.core.indexes.range.RangeIndex", REFERENCE, "index class handed to the _new_Index shim (start/stop/step only)"),
 )
@@ -94,7 +182,8 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("fastai.metrics.mse", REFERENCE, _PURE_FN),
     Entry("fastai.metrics._rmse", REFERENCE, _PURE_FN),
     Entry("fastai.optimizer.Adam", REFERENCE, "optimizer factory stored as opt_func; builds an optimizer from parameters"),
-    Entry("fastai.torch_core.TensorBase", REFERENCE, "tensor subclass passed to torch's _rebuild_from_type_v2; no custom state hooks run"),
+    Entry("fastai.torch_core.TensorBase", REFERENCE, "tensor subclass passed to torch's _rebuild_from_type_v2 (as_subclass); "
+          "no custom state hooks run"),
     Entry("fastai.torch_core.trainable_params", REFERENCE, "splitter: returns a model's parameters that require grad"),
     Entry("fastcore.foundation.L", CONSTRUCT, "list container; GetAttr.__setstate__ is a __dict__ update"),
     Entry("fasttransform.transform.Pipeline", CONSTRUCT, "list of transforms; __setstate__ is a __dict__ update"),
@@ -117,20 +206,44 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("sklearn.metrics._classification.recall_score", REFERENCE, "recall of two arrays; " + _PURE_FN),
     Entry("sklearn.metrics._regression.r2_score", REFERENCE, "R^2 of two arrays; " + _PURE_FN),
     *NUMPY_PANDAS,
-    Entry("builtins.slice", CONSTRUCT, "slice(start, stop, step) value"),
+    Entry("builtins.slice", CONSTRUCT, "slice(start, stop, step) value", args=_SLICE),
     # --- standard library values -----------------------------------------------------------------
-    Entry("builtins.bytes", CONSTRUCT, "bytes from ints or nothing; no I/O"),
+    Entry("builtins.bytes", CONSTRUCT, "empty bytes (how protocol 2 spells b''); never bytes(n)", args=((),)),
     Entry("builtins.int", REFERENCE, "type stored as data (annotations, defaultdict factory)"),
     Entry("builtins.float", REFERENCE, "type stored as data (annotations)"),
     Entry("builtins.str", REFERENCE, "type stored as data (annotations)"),
     Entry("builtins.tuple", REFERENCE, "type stored as data (annotations)"),
     Entry("builtins.print", REFERENCE, "the learner's logger; writes only to stdout (file= is keyword-only)"),
-    Entry("inspect.Signature", CONSTRUCT, "signature value object (fastcore stores __signature__); no reflection when rebuilt"),
-    Entry("inspect.Parameter", CONSTRUCT, "parameter value object; validates name and kind only"),
-    Entry("inspect._ParameterKind", CONSTRUCT, "int enum lookup by value"),
+    Entry("inspect.Signature", CONSTRUCT, "signature value object (fastcore stores __signature__); no reflection when rebuilt",
+          args=((tuple_of(made("inspect.Parameter")),),)),
+    Entry("inspect.Parameter", CONSTRUCT, "parameter value object; validates name and kind only",
+          args=((STR, made("inspect._ParameterKind")),)),
+    Entry("inspect._ParameterKind", CONSTRUCT, "int enum lookup by value", args=((INT,),)),
     Entry("inspect._empty", REFERENCE, "sentinel class for 'no default'; stored, never called"),
-    Entry("random.Random", CONSTRUCT, "pseudo-random generator; __setstate__ restores the Mersenne Twister state"),
-    Entry("pathlib.PosixPath", CONSTRUCT, "path value (learner.path, model_dir); constructing a path touches no file"),
+    Entry("random.Random", CONSTRUCT, "pseudo-random generator; __setstate__ restores (and validates) the Mersenne "
+          "Twister state", args=((),)),
+    Entry("pathlib.PosixPath", CONSTRUCT, "path value (learner.path, model_dir); constructing a path touches no file",
+          args=_PATH),
+    # --- torch's own weights-only defaults that exports use (every other torch default is refused) ------
+    Entry("collections.OrderedDict", CONSTRUCT, "ordered dict, filled by SETITEMS (tensors' hooks, module state)",
+          args=((),), torch_default=True),
+    Entry("builtins.set", CONSTRUCT, "set of plain items", args=((LIST,),), torch_default=True),
+    Entry("_codecs.encode", CALL, "how protocol 2 spells bytes: encode(text, 'latin1')", args=((STR, lit("latin1")),),
+          returns="builtins.bytes", torch_default=True),
+    Entry("torch.device", CONSTRUCT, "a device name", args=((STR,), (STR, INT)), torch_default=True),
+    Entry("torch.Tensor", REFERENCE, "tensor class (a new_type of _rebuild_from_type_v2)", torch_default=True),
+    Entry("torch._utils._rebuild_tensor_v2", CALL, "a tensor view over a checked storage; hooks must be empty",
+          args=_REBUILD_TENSOR, returns="torch.Tensor", torch_default=True),
+    Entry("torch._utils._rebuild_parameter", CALL, "wraps a tensor as a Parameter; hooks must be empty",
+          args=((made("torch.Tensor", "fastai.torch_core.TensorBase"), BOOL, EMPTY_ORDEREDDICT),),
+          returns="torch.nn.parameter.Parameter", torch_default=True),
+    Entry("torch._tensor._rebuild_from_type_v2", CALL, "func(*args) then as_subclass(new_type) and a state: func must "
+          "be _rebuild_tensor_v2 with its checked arguments, new_type a tensor class, the state a checked dict",
+          args=((name("torch._utils._rebuild_tensor_v2"), name("torch.Tensor", "fastai.torch_core.TensorBase"),
+                 args_of("torch._utils._rebuild_tensor_v2"), STATE),),
+          returns="arg1", torch_default=True),
+    *(Entry(f"torch.{storage}", REFERENCE, "storage type named by a persistent id (its dtype sizes the record)",
+            torch_default=True) for storage in STORAGE_ITEMSIZE),
 )
 
 # Names served by a narrow shim instead of the real object (see ``shims``).  The real objects
@@ -150,6 +263,51 @@ GETATTR_PAIRS: dict[tuple[str, str], str] = {
 # defaultdict factories genuine exports use -> reason.
 DEFAULTDICT_FACTORIES: dict[str, str] = {
     "builtins.int": "CategoryMap.o2i maps unseen categories to 0 (the #na# index)",
+}
+
+
+# What each shim makes (for the BUILD rules): a type name, or "arg0" for the class passed first.
+SHIM_RETURNS: dict[str, str] = {
+    "builtins.getattr": "bound method",
+    "collections.defaultdict": "collections.defaultdict",
+    "pandas.core.indexes.base._new_Index": "arg0",
+    "pathlib.WindowsPath": "pathlib.PosixPath",
+}
+
+# --- BUILD states ------------------------------------------------------------------------------------
+# pickle's and torch's weights-only BUILD look ``__setstate__`` up on the *instance*, and when there is
+# none they write the state into the instance's ``__dict__`` (and setattr a slot state).  A state that
+# plants a dunder name (``__setstate__``, ``__class__``, ``__reduce_ex__``, ``__deepcopy__`` ...) would
+# make a second BUILD, or library code that looks the name up on the instance, call whatever the file
+# chose.  So a BUILD state is a dict whose keys are plain strings (never computed objects such as
+# numpy string scalars), no key is a dunder name except those below (with the value each must hold),
+# and there is no slot state unless a class really has those ``__slots__``.  Types whose own
+# ``__setstate__`` parses a sequence are listed in SEQUENCE_STATE and checked by their own rule.
+DUNDER_STATE: dict[str, tuple[Pattern, str]] = {
+    "__stored_args__": (DICT, "fastcore's store_attr bookkeeping (the stored arguments); read by its repr helpers only"),
+    "__signature__": (made("inspect.Signature"), "the Signature fasttransform keeps for inspect.signature(); a value"),
+    "__annotations__": (dict_of(GLOBAL), "annotations copied by functools.update_wrapper: classes only (a string "
+                        "annotation could be evaluated by typing.get_type_hints)"),
+    "__doc__": (either(STR, NONE), "docstring copied by functools.update_wrapper"),
+    "__module__": (STR, "module name copied by functools.update_wrapper"),
+    "__wrapped__": (OBJECT, "the torch loss a fastai loss wraps (functools.update_wrapper): an instance, never a "
+                    "callable global; inspect.signature follows it, nothing calls it"),
+}
+
+SEQUENCE_STATE: dict[str, str] = {
+    "numpy.ndarray": "(version, shape, dtype, fortran order, data): the data must fill the shape exactly (an object "
+                     "array's list shorter than its shape crashes numpy) and match the dtype",
+    "numpy.dtype": "(version, byteorder, subarray, names, fields, elsize, alignment, flags): must be exactly what numpy "
+                   "writes for the type code (forged flags or fields make numpy read object pointers from raw bytes)",
+    "random.Random": "(version, Mersenne Twister state, gauss): Random.setstate validates it",
+}
+
+# numpy type codes a fastai file may build dtypes from -> byte orders, elsize, alignment, flags of the state
+# numpy writes for them (``dtype.__reduce__()``); nothing else is accepted.
+DTYPE_STATES: dict[str, tuple[str, int, int, int]] = {
+    **{code: ("|", -1, -1, 0) for code in ("b1", "i1", "u1")},
+    **{code: ("<>", -1, -1, 0) for code in ("i2", "i4", "i8", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16")},
+    "O8": ("|", -1, -1, 63),
 }
 
 
@@ -304,6 +462,20 @@ STRICT: tuple[Entry, ...] = (
     Entry("fastai.tabular.core.Categorify", REFERENCE, "fastai proc class listed in NeuralNetFastAI's settings; never called while loading"),
     *NUMPY_PANDAS,
 )
+
+# Strict mode's own unpickler checks BUILD states at run time with the same rules (DUNDER_STATE and
+# these additions); types whose own __setstate__ parses a sequence state:
+STRICT_SEQUENCE_STATE: dict[str, str] = {
+    "numpy.ndarray": "(version, shape, dtype, fortran, data): an object dtype needs a list that fills the shape",
+    "numpy.dtype": "dtype states: after BUILD the dtype must equal one numpy builds from its own description "
+                   "(flags, fields and itemsize cannot be forged)",
+    "pandas.core.arrays.categorical.Categorical": "NDArrayBacked state (codes, dtype, ...): pandas' own Cython parser",
+    "pandas.core.internals.managers.SingleBlockManager": "(axes, values, ...) legacy tuple: pandas' own parser",
+    "functools.partial": "(func, args, kwargs, dict): the partial shim checks the function again",
+}
+STRICT_DUNDER_STATE: dict[str, tuple[Pattern, str]] = {
+    "__networkx_cache__": (Pattern("empty-dict"), "networkx's per-graph cache of backend conversions: must be empty"),
+}
 
 # Strict-mode shims (``strict``): the real objects never reach the unpickler.
 STRICT_SHIMS: dict[str, str] = {

@@ -10,6 +10,7 @@ unaffected.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -18,28 +19,36 @@ from types import ModuleType
 from .errors import VersionWarning
 
 from .activation import AUTOGLUON_FASTAI_MODULE as TARGET_MODULE
-# Releases whose NNFastAiTabularModel.load (and fastai export format) this patch reproduces and tests.
-TESTED = {"autogluon.tabular": ("1.1", "1.6"), "fastai": ("2.7", "2.8")}
-
 _originals: dict[type, object] = {}
 _warned_versions: set[str] = set()
 
 
+MARK = "__ag_torchfix_patch__"  # set on every replacement, so that identity-preserving metadata stays AutoGluon's
+
+
 def apply(module: ModuleType) -> None:
-    """Replace ``NNFastAiTabularModel.load`` in ``module`` (idempotent)."""
+    """Replace ``NNFastAiTabularModel.load`` in ``module`` (idempotent).  The replacement keeps the
+    original's name, module, qualified name, docstring and signature (``functools.wraps``)."""
     cls = module.NNFastAiTabularModel
     current = cls.__dict__.get("load")
-    if getattr(current, "__func__", None) is _load_fastai_model:
+    if getattr(getattr(current, "__func__", None), MARK, False):
         return
     _check_version()
+    original = current.__func__
+
+    @functools.wraps(original)
+    def load(cls, path: str, reset_paths: bool = True, verbose: bool = True):
+        return _load_fastai_model(cls, path, reset_paths=reset_paths, verbose=verbose)
+
+    setattr(load, MARK, True)
     _originals[cls] = current
-    cls.load = classmethod(_load_fastai_model)
+    cls.load = classmethod(load)
 
 
 def remove() -> None:
     """Put every replaced ``load`` back."""
     for cls, original in list(_originals.items()):
-        if getattr(cls.__dict__.get("load"), "__func__", None) is _load_fastai_model:
+        if getattr(getattr(cls.__dict__.get("load"), "__func__", None), MARK, False):
             cls.load = original
         del _originals[cls]
 
@@ -57,6 +66,7 @@ def _load_fastai_model(cls, path: str, reset_paths: bool = True, verbose: bool =
     if model._load_model:
         internals = os.path.join(path, model.model_internals_file_name)
         label = _model_label(path)
+        secure_load.check_regular(internals, label)  # a FIFO would hang AutoGluon's open() below
         model.model = module.load_pkl.load_with_fn(
             internals, lambda f: secure_load.load_learner(f, path=internals, model=label), verbose=verbose
         )
@@ -73,29 +83,35 @@ def _model_label(path: str) -> str:
 
 
 def _check_version(installed: dict[str, str | None] | None = None) -> None:
-    """One VersionWarning when autogluon.tabular or fastai is a release this patch was not built for."""
-    installed = installed if installed is not None else _installed_versions()
-    unknown = [f"{name} {version}" for name, version in installed.items()
-               if version and not version.startswith(tuple(v + "." for v in TESTED[name]))]
-    key = ", ".join(unknown)
-    if unknown and key not in _warned_versions:
+    """One VersionWarning when torch, fastai or autogluon.tabular is a release the compatibility matrix did not
+    measure, or torch is outside the range AutoGluon itself declares.  It points at the user's code."""
+    from . import doctor
+
+    installed = installed if installed is not None else {name: doctor._version(name) for name in doctor.TESTED}
+    problems = doctor.untested_versions(installed)
+    outside = doctor.outside_autogluon_torch_range(installed.get("torch"))
+    if outside:
+        problems.append(outside)
+    key = "; ".join(problems)
+    if problems and key not in _warned_versions:
         _warned_versions.add(key)
-        built_for = "; ".join(f"{name} {', '.join(v + '.x' for v in TESTED[name])}" for name in TESTED)
+        tested = "; ".join(f"{name} {', '.join(v + '.x' if v.count('.') == 1 else v for v in versions)}"
+                           for name, versions in doctor.TESTED.items())
         warnings.warn(
-            f"ag_torchfix was built and tested for {built_for}; this environment has {key}. The secure fastai "
-            "loader is applied, but AutoGluon's or fastai's loading may differ from what it reproduces.",
+            f"ag_torchfix was measured on {tested}; this environment has {key}. The secure fastai loader is "
+            "applied, but AutoGluon's, fastai's or torch's loading may differ from what it reproduces "
+            "(`ag-torchfix doctor` tells more).",
             VersionWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
 
 
-def _installed_versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in TESTED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside ag_torchfix, the import machinery and the libraries being
+    imported: the user's own import statement."""
+    skip = (os.path.dirname(os.path.abspath(__file__)) + os.sep, "<frozen ", os.sep + "autogluon" + os.sep,
+            os.sep + "fastai" + os.sep, os.sep + "torch" + os.sep, "_ag_torchfix_autoload")
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(part in frame.f_code.co_filename for part in skip):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -3,7 +3,12 @@
 - ``status`` (the default): is the package active in this process, how, and the trust settings;
 - ``scan PATH...``: audit predictor directories and files without loading them (exit 0 all allowed,
   1 something needs trust, 2 something dangerous, 3 a file could not be read; a known danger wins);
-- ``doctor``: versions, the known failures, whether this environment has them and is covered.
+- ``doctor``: versions, the known failures, whether this environment has them and is covered;
+- ``lock DIR``: write DIR/ag_torchfix.lock (every file's size and SHA-256) and print its digest;
+- ``verify DIR``: exit 0 when every file matches the lock, 2 when any changed, was added or removed,
+  3 when there is no readable lock.
+Everything printed that comes from a file (paths, global names) is escaped: no control characters reach
+the terminal.
 """
 
 from __future__ import annotations
@@ -26,12 +31,24 @@ def main(argv: list[str] | None = None) -> int:
                       help="judge AutoGluon's own pickles against the strict-mode allowlist (will it load in strict mode?)")
     doctor = sub.add_parser("doctor", help="versions, known failures, and whether ag_torchfix covers them here")
     doctor.add_argument("--json", action="store_true")
+    lock = sub.add_parser("lock", help="write DIR/ag_torchfix.lock (size and SHA-256 of every file) and print its digest")
+    lock.add_argument("directory", metavar="DIR")
+    verify = sub.add_parser("verify", help="check DIR against its ag_torchfix.lock (exit 0 match, 2 differs, 3 no lock)")
+    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.verify/1)")
     args = parser.parse_args(argv)
-    if args.command == "scan":
-        return _scan(args)
-    if args.command == "doctor":
-        return _doctor(args)
+    commands = {"scan": _scan, "doctor": _doctor, "lock": _lock, "verify": _verify}
+    if args.command in commands:
+        return commands[args.command](args)
     return _status()
+
+
+def safe(text) -> str:
+    """Text from a file or a path, with control characters escaped so that it cannot drive the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -51,8 +68,9 @@ def _status() -> int:
           "install(strict=True))")
     print("  AutoGluon fastai loader patched: "
           + ("yes" if st["autogluon_patched"] else "not yet (AutoGluon's fastai model module is not imported)"))
-    print("  fastai checkpoint globals added to torch's safe set: "
-          + (str(st["fastai_globals_registered"]) if st["fastai_globals_registered"] else "not yet (fastai not imported)"))
+    print("  fastai checkpoint reloads (load_model) scoped: "
+          + ("yes (for each call only; torch's process-wide safe set is unchanged)" if st["fastai_load_model_scoped"]
+             else "not yet (fastai not imported)"))
     print("trust:")
     for line in _trust_lines():
         print(f"  {line}")
@@ -71,8 +89,9 @@ def _trust_lines() -> list[str]:
     from ag_torchfix import trust
 
     t = trust.describe()
-    meaning = {"none": "nothing trusted", "all": "every file trusted",
-               "paths": "files under " + ", ".join(t["env_paths"]), "invalid": "not understood: nothing trusted"}
+    entries = [f"files under {p}" for p in t["env_paths"]] + [f"files locked by {d[:19]}..." for d in t["env_locks"]]
+    meaning = {"none": "nothing trusted", "all": "every file trusted", "entries": "; ".join(entries),
+               "invalid": "not understood: nothing trusted"}
     env = "unset" if t["env"] is None else repr(t["env"])
     force = ("set: weights-only loading is forced, trust never enables full pickle" if t["torch_force_weights_only"]
              else "unset")
@@ -109,34 +128,34 @@ def _print_report(report, *, verbose: bool, colour: bool) -> None:
         where = f" [{f.model}]" if f.model else ""
         root = next((r for r in roots if f.path.startswith(r.rstrip(os.sep) + os.sep)), None)
         shown = os.path.relpath(f.path, root) if root else f.path
-        print(f"{paint(f.verdict, f.verdict)}  {shown}{where}")
+        print(f"{paint(f.verdict, f.verdict)}  {safe(shown)}{safe(where)}")
         if f.error:
-            print(f"{'':16}{f.error}")
+            print(f"{'':16}{safe(f.error)}")
         if f.note and (verbose or not root):
-            print(f"{'':16}{f.note}")
+            print(f"{'':16}{safe(f.note)}")
         for g in f.globals:
             if g.status == "dangerous":
-                print(f"{'':16}dangerous: {g.name} ({g.reason})")
-        unknown = [g.name for g in f.globals if g.status == "unknown"]
+                print(f"{'':16}dangerous: {safe(g.name)} ({g.reason})")
+        unknown = [safe(g.name) for g in f.globals if g.status == "unknown"]
         if unknown and (f.covered or verbose):
             shown = unknown if verbose else unknown[:8]
             more = f" ... and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
             print(f"{'':16}not in the allowlist: {', '.join(shown)}{more}")
         for c in f.constructs[: None if verbose else 5]:
-            print(f"{'':16}refused construct: {c}")
+            print(f"{'':16}refused construct: {safe(c)}")
         if verbose:
             for g in f.globals:
                 if g.status == "allowed":
-                    print(f"{'':16}allowed: {g.name}")
+                    print(f"{'':16}allowed: {safe(g.name)}")
     for d in report.directories:
         kind = "AutoGluon predictor" if d.predictor else "directory"
-        print(f"\n{d.path} ({kind}, {d.files} pickle files): {paint(d.verdict, d.verdict).strip()}")
+        print(f"\n{safe(d.path)} ({kind}, {d.files} pickle files): {paint(d.verdict, d.verdict).strip()}")
         if d.loads_securely:
             print("  every file loads securely with ag_torchfix" + (" in strict mode" if report.strict else ""))
         for label, items in (("need trust", d.needs_trust), ("dangerous", d.dangerous),
                              ("unreadable", d.unreadable)):
             if items:
-                print(f"  {len(items)} {label}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}")
+                print(f"  {len(items)} {label}: {safe(', '.join(items[:6]))}{' ...' if len(items) > 6 else ''}")
         if d.predictor and d.needs_trust and not report.strict:
             print("  AutoGluon's own pickles (predictor.pkl, learner.pkl, trainer.pkl, model.pkl, utils/) are loaded "
                   "with full pickle outside strict mode; `ag-torchfix scan --strict` checks whether strict mode loads them.")
@@ -158,13 +177,51 @@ class _Progress:
             return
         width = 30
         filled = width * done // total
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {os.path.basename(path)[:30]:<30}")
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {safe(os.path.basename(path))[:30]:<30}")
         sys.stderr.flush()
         self.shown = True
 
     def done(self) -> None:
         if self.shown:
             sys.stderr.write("\r" + " " * 80 + "\r")
+
+
+# --- lock / verify ---------------------------------------------------------------------------------
+
+def _lock(args) -> int:
+    from ag_torchfix import lock
+
+    try:
+        path, digest, doc = lock.write(args.directory)
+    except (lock.LockError, OSError) as exc:
+        print(f"ag-torchfix lock: {safe(exc)}", file=sys.stderr)
+        return 3
+    total = sum(entry["size"] for entry in doc["files"].values())
+    print(f"locked {len(doc['files'])} files ({total / 1e6:.1f} MB) of {safe(args.directory)} in {safe(path)}")
+    print(f"trust exactly these bytes with: AG_TORCHFIX_TRUST={digest}")
+    print(digest)
+    return 0
+
+
+def _verify(args) -> int:
+    from ag_torchfix import lock
+
+    result = lock.verify(args.directory)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return result.exit_code
+    if result.error:
+        print(f"{safe(args.directory)}: {safe(result.error)} (exit 3)")
+        return 3
+    for rel, expected, actual in result.changed:
+        print(f"   changed  {safe(rel)} (expected sha256:{expected[:16]}..., got sha256:{actual[:16]}...)")
+    for label, items in (("added", result.added), ("removed", result.removed), ("not a file", result.not_regular)):
+        for rel in items:
+            print(f"{label:>10}  {safe(rel)}")
+    verdict = "matches its lock" if result.ok else "does NOT match its lock"
+    print(f"{safe(args.directory)} {verdict} ({result.digest}) (exit {result.exit_code})")
+    return result.exit_code
 
 
 # --- doctor ----------------------------------------------------------------------------------------
@@ -183,7 +240,8 @@ def _doctor(args) -> int:
     print("known failures:")
     for f in findings["failures"]:
         print(f"  - {f['name']}")
-        print(f"      this environment: {'AFFECTED' if f['affected'] else 'not affected'} ({f['why']})")
+        print(f"      error: {f['error']}")
+        print(f"      this environment: {'AFFECTED' if f['affected'] else 'not affected'}")
         print(f"      ag_torchfix: {f['coverage']}")
     print("ag_torchfix:")
     for line in findings["package"]:

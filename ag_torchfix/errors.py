@@ -7,9 +7,9 @@ import os
 from _pickle import UnpicklingError  # the C module: same class as pickle.UnpicklingError, cheaper import
 
 TRUST_HINT = (
-    "If you trust this predictor, load it inside `with ag_torchfix.trusted({path!r}):` or set "
-    "AG_TORCHFIX_TRUST to its directory (AG_TORCHFIX_TRUST=1 trusts every file); a trusted file that "
-    "fails the secure load is loaded with full pickle."
+    "If you trust this predictor, lock it where you trust it (`ag-torchfix lock {path}`) and load it with "
+    "AG_TORCHFIX_TRUST=sha256:<the lock's digest>, or load it inside `with ag_torchfix.trusted({path!r}):`; "
+    "a trusted file that fails the secure load is loaded with full pickle."
 )
 FORCED_HINT = (
     "TORCH_FORCE_WEIGHTS_ONLY_LOAD is set: the platform setting wins, so trusting the file cannot "
@@ -65,6 +65,16 @@ class DisallowedGlobalsError(SecureLoadError):
 
 class UnreadableFileError(SecureLoadError):
     """Empty, truncated, corrupt, not a torch zip archive, or in torch's legacy format."""
+
+
+class LockMismatchError(SecureLoadError):
+    """A file trusted through a lock does not hold the bytes the lock recorded."""
+
+    def __init__(self, relative: str, expected: str, actual: str, **kwargs):
+        self.relative, self.expected, self.actual = relative, expected, actual
+        super().__init__(f"its bytes do not match the trusted lock ({relative}: expected sha256:{expected}, "
+                         f"got sha256:{actual}), so it is not trusted. Nothing from the file was run.",
+                         hint=False, **kwargs)
 
 
 class UnsupportedTorchError(SecureLoadError):

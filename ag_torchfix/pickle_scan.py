@@ -1,58 +1,146 @@
-"""Read a pickle's opcodes without executing anything: what it references and how.
+"""Read a pickle's opcodes without executing anything: a symbolic pickle machine.
 
-The loader runs this before ``torch.load`` so that a refusal names *every* disallowed global at
-once (torch stops at the first) and so that nothing from a refused file runs.  It is a small
-symbolic pickle machine: it tracks, for each stack slot, whether it holds a global, an object
-made by calling one, or plain data, which is enough to tell how each global is used (called,
-constructed, or only referenced) and to spot constructs that turn harmless names into gadgets
-(BUILD or SETITEM on a class object, calling something that was not loaded as a global).
+It mirrors what ``pickle`` and torch's weights-only unpickler do opcode by opcode, but every value
+is a symbol: plain data stays data (short strings, ints and bytes keep their values, tuples, lists
+and dicts keep their items), a global becomes a ``Global``, and whatever calling one would make
+becomes an ``Obj`` that remembers its maker and arguments.  That is enough to name every global
+and how it is used (called, constructed, or only referenced), to spot constructs that turn
+harmless names into gadgets (BUILD or SETITEM on a class object, calling something that was not
+loaded by name), and to let a profile (``policy``) check each call's arguments and each BUILD's
+state before the real unpickler ever sees the file.
 
-Memory is bounded: string payloads are skipped, not kept; memo, stack and line lengths are capped.
+Bounded by construction: objects made, memo entries, MARK depth and calls are capped
+(``Limits``); string and byte payloads longer than ``Limits.keep`` are skipped, not kept; the
+input is read in windows.  A malformed stream never raises: the result carries ``error`` and
+keeps every finding made before the bad point (a known danger still counts).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
-import pickle
+import codecs
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 # How a global is used in the stream.
-CALLED = "called"  # REDUCE target: func(*args)
+CALLED = "called"  # REDUCE / INST / OBJ target: func(*args)
 CONSTRUCTED = "constructed"  # NEWOBJ / NEWOBJ_EX target: cls.__new__(cls, *args)
 REFERENCED = "referenced"  # pushed and stored or passed along, never invoked by the unpickler
 
-MAX_LINE = 1 << 16
-MAX_MEMO = 1 << 22
-MAX_STACK = 1 << 20
-KEEP_STR = 1024  # strings longer than this are skipped, not kept (only STACK_GLOBAL needs them)
+MAX_LINE = 1 << 16  # text arguments (GLOBAL, INT, ...) longer than this are refused
 
-# Opcodes torch's weights-only unpickler executes; anything else makes it raise.
+# Opcodes torch's weights-only unpickler executes (torch/_weights_only_unpickler.py); anything else
+# makes it raise, so a file that needs one is not a weights-only file.
 TORCH_WEIGHTS_ONLY_OPCODES = frozenset(
-    getattr(pickle, name)[0]
-    for name in (
-        "GLOBAL NEWOBJ REDUCE BUILD APPEND APPENDS SETITEM SETITEMS MARK TUPLE TUPLE1 TUPLE2 TUPLE3 NONE "
-        "NEWFALSE NEWTRUE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT EMPTY_SET BININT BININT1 BININT2 BINFLOAT "
-        "BINUNICODE SHORT_BINSTRING BINPERSID BINGET LONG_BINGET BINPUT LONG_BINPUT LONG1 PROTO STOP"
-    ).split()
+    b"c\x81Rbaeus(t\x85\x86\x87N\x89\x88)]}\x8fJKMGXUQhjqr\x8a\x80."
 )
+OPCODE_NAMES = {
+    0x28: "MARK", 0x2E: "STOP", 0x30: "POP", 0x31: "POP_MARK", 0x32: "DUP", 0x46: "FLOAT", 0x49: "INT",
+    0x4A: "BININT", 0x4B: "BININT1", 0x4C: "LONG", 0x4D: "BININT2", 0x4E: "NONE", 0x50: "PERSID",
+    0x51: "BINPERSID", 0x52: "REDUCE", 0x53: "STRING", 0x54: "BINSTRING", 0x55: "SHORT_BINSTRING",
+    0x56: "UNICODE", 0x58: "BINUNICODE", 0x61: "APPEND", 0x62: "BUILD", 0x63: "GLOBAL", 0x64: "DICT",
+    0x7D: "EMPTY_DICT", 0x65: "APPENDS", 0x67: "GET", 0x68: "BINGET", 0x69: "INST", 0x6A: "LONG_BINGET",
+    0x6C: "LIST", 0x5D: "EMPTY_LIST", 0x6F: "OBJ", 0x70: "PUT", 0x71: "BINPUT", 0x72: "LONG_BINPUT",
+    0x73: "SETITEM", 0x74: "TUPLE", 0x29: "EMPTY_TUPLE", 0x75: "SETITEMS", 0x47: "BINFLOAT", 0x80: "PROTO",
+    0x81: "NEWOBJ", 0x82: "EXT1", 0x83: "EXT2", 0x84: "EXT4", 0x85: "TUPLE1", 0x86: "TUPLE2", 0x87: "TUPLE3",
+    0x88: "NEWTRUE", 0x89: "NEWFALSE", 0x8A: "LONG1", 0x8B: "LONG4", 0x42: "BINBYTES", 0x43: "SHORT_BINBYTES",
+    0x8C: "SHORT_BINUNICODE", 0x8D: "BINUNICODE8", 0x8E: "BINBYTES8", 0x8F: "EMPTY_SET", 0x90: "ADDITEMS",
+    0x91: "FROZENSET", 0x92: "NEWOBJ_EX", 0x93: "STACK_GLOBAL", 0x94: "MEMOIZE", 0x95: "FRAME",
+    0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one pickle may make.  Each bound keeps the scanner (and the unpickler after it) far below
+    512 MiB for any input of 10 MB; genuine AutoGluon and fastai pickles use a tiny fraction."""
+
+    objects: int = 3_000_000  # containers, strings and objects made (each ~50-100 bytes here)
+    memo: int = 1_000_000
+    depth: int = 10_000  # MARK nesting
+    calls: int = 1_000_000  # REDUCE / NEWOBJ / BUILD
+    keep: int = 256  # strings and bytes up to this length keep their value
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class ScanError(Exception):
     """The stream is not a readable pickle (truncated, unknown opcode, over a bound)."""
 
 
+class _Stop(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A construct the secure loaders refuse whatever the names involved."""
+    """A construct a secure loader refuses whatever the names involved."""
 
-    kind: str  # "opcode", "build-on-global", "setitem-on-global", "call-non-global", ...
+    kind: str  # "build-on-global", "setitem-on-global", "call-non-global", "dunder-state", ...
     detail: str
     offset: int
 
     def __str__(self) -> str:
         return f"{self.detail} (at byte {self.offset})"
+
+
+# --- symbols ----------------------------------------------------------------------------------------
+# Plain data is itself: None, bool, int, short str/bytes, tuple, list, dict (keys and values are
+# symbols), set (``SSet``).  Longer payloads, floats and huge ints collapse to the sentinels below.
+
+class _Opaque:
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<{self.kind}>"
+
+
+NUMBER, LONGSTR, LONGBYTES, BUFFER = _Opaque("number"), _Opaque("long str"), _Opaque("long bytes"), _Opaque("buffer")
+
+
+class Global:
+    """A global pushed by GLOBAL / STACK_GLOBAL / INST (one instance per name and scan)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<global {self.name}>"
+
+
+class Obj:
+    """What a call would make: ``made_by`` (a global's name, or None when the callable was computed),
+    its ``args``, the runtime ``type`` if a profile could tell it, and what BUILD / SETITEM(S) did."""
+
+    __slots__ = ("made_by", "args", "type", "items", "built", "offset")
+
+    def __init__(self, made_by: str | None, args, offset: int):
+        self.made_by = made_by
+        self.args = args
+        self.type: str | None = None
+        self.items: dict | None = None  # SETITEM(S) on it (dict-like objects)
+        self.built = 0  # how many BUILDs it received
+        self.offset = offset
+
+    def __repr__(self) -> str:
+        return f"<object from {self.made_by}>"
+
+
+class SSet(list):
+    """A pickled set or frozenset (EMPTY_SET, FROZENSET): its items, in order."""
+
+    __slots__ = ()
+
+
+def is_dunder(key) -> bool:
+    return type(key) is str and len(key) > 4 and key[:2] == "__" and key[-2:] == "__"
 
 
 @dataclass
@@ -61,17 +149,23 @@ class ScanResult:
     globals: dict[str, set[str]] = field(default_factory=dict)  # normalised dotted name -> uses
     problems: list[Problem] = field(default_factory=list)
     opcodes: set[int] = field(default_factory=set)
-    # types whose instances receive BUILD / SETITEM(S): name of the global that made them
-    built: set[str] = field(default_factory=set)
-    setitem_targets: set[str] = field(default_factory=set)
-    last_offset: int = 0  # where the scan stopped (for messages)
+    error: str | None = None  # why the stream is unreadable (findings before it are kept)
+    start: int = 0  # stream offset where this pickle starts
+    end: int = 0  # offset just after STOP (or where reading stopped)
+    value: object = None  # the symbol STOP returned
+    objects: int = 0
+    calls: int = 0
+
+    def problem(self, kind: str, detail: str, offset: int) -> None:
+        if len(self.problems) < 100:
+            self.problems.append(Problem(kind, detail, offset))
 
     def unsupported_by_torch(self) -> list[str]:
-        import pickletools
+        return sorted(OPCODE_NAMES.get(c, f"0x{c:02x}") for c in self.opcodes if c not in TORCH_WEIGHTS_ONLY_OPCODES)
 
-        return sorted(
-            pickletools.code2op[chr(c)].name for c in self.opcodes if c not in TORCH_WEIGHTS_ONLY_OPCODES
-        )
+    def raise_for_error(self) -> None:
+        if self.error is not None:
+            raise ScanError(self.error)
 
 
 def normalise_global(module: str, name: str) -> str:
@@ -83,110 +177,161 @@ def normalise_global(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
-# Stack symbols: _DATA for plain data, ("g", name) for a global, ("o", name) for an object made
-# from global ``name``.  Strings are kept as str when short (STACK_GLOBAL needs them).
-_DATA = None
+# --- input --------------------------------------------------------------------------------------------
 
-
-class _Window:
-    """A sliding window over the stream: fixed-size arguments are always in ``buf`` (LOOKAHEAD bytes
-    ahead of the read position, unless at EOF); long string payloads are skipped without keeping them."""
+class Reader:
+    """Exact-position windows over a binary stream.  Consecutive pickles (torch's legacy format, data
+    appended after STOP) are scanned from the same Reader: each scan ends exactly after its STOP."""
 
     CHUNK = 1 << 20
-    LOOKAHEAD = 2 * MAX_LINE + 64
+    STEP = 1 << 16
+    LOOKAHEAD = 2 * MAX_LINE + 64  # fixed-size arguments and text lines always fit in the window
 
-    def __init__(self, stream: BinaryIO):
-        self._read = stream.read
-        self.buf = b""
+    def __init__(self, stream: BinaryIO | bytes):
+        if isinstance(stream, (bytes, bytearray, memoryview)):
+            self._read = None
+            self.buf = bytes(stream)
+            self.eof = True
+        else:
+            self._read = stream.read
+            self.buf = b""
+            self.eof = False
         self.base = 0  # stream offset of buf[0]
-        self.eof = False
+        self.pos = 0  # index into buf of the next unread byte
 
-    def refill(self, i: int) -> tuple[bytes, int, int]:
-        """Drop consumed bytes, read more; returns (buf, 0, limit) where ops starting before limit fit."""
-        if not self.eof:
-            more = self._read(self.CHUNK)
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def at_end(self) -> bool:
+        if self.pos < len(self.buf):
+            return False
+        self.fill(self.pos)
+        return self.pos >= len(self.buf)
+
+    def fill(self, i: int) -> tuple[bytes, int, int]:
+        """Drop consumed bytes and read more when needed; returns (buf, i, limit): opcodes starting
+        before limit fit in buf.  limit is at most STEP ahead, so that the caller checks its bounds
+        at least every STEP bytes."""
+        if not self.eof and len(self.buf) - i < self.CHUNK:
+            more = self._read_more(self.CHUNK)
             if not more:
                 self.eof = True
             self.base += i
             self.buf = self.buf[i:] + more
             i = 0
-        limit = len(self.buf) if self.eof else len(self.buf) - self.LOOKAHEAD
-        return self.buf, i, limit
+        hard = len(self.buf) if self.eof else len(self.buf) - self.LOOKAHEAD
+        return self.buf, i, min(hard, i + self.STEP)
+
+    def _read_more(self, n: int) -> bytes:
+        try:
+            return self._read(n)
+        except ScanError:
+            raise
+        except Exception as exc:  # a decompressor or file that fails mid-stream (zlib, lzma, EOFError, OSError)
+            raise ScanError(f"the stream cannot be read past byte {self.base + len(self.buf)} "
+                            f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
     def skip(self, i: int, n: int) -> tuple[bytes, int, int]:
-        """Advance past n payload bytes starting at buf[i]."""
+        """Advance past n payload bytes starting at buf[i] without keeping them."""
         available = len(self.buf) - i
         if n <= available:
-            i += n
-            return self.buf, i, (len(self.buf) if self.eof else len(self.buf) - self.LOOKAHEAD)
+            return self.fill(i + n)
+        if self._read is None:
+            raise ScanError(f"truncated pickle: payload of {n} bytes ends early at byte {self.base + len(self.buf)}")
         n -= available
         self.base += len(self.buf)
         self.buf = b""
         while n > 0:
-            chunk = self._read(min(n, self.CHUNK))
+            chunk = self._read_more(min(n, self.CHUNK))
             if not chunk:
+                self.eof = True
                 raise ScanError(f"truncated pickle: payload ends early at byte {self.base}")
             n -= len(chunk)
             self.base += len(chunk)
-        return self.refill(0)
+        return self.fill(0)
 
 
 _I4 = struct.Struct("<i")
+_U2 = struct.Struct("<H")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
-
-# Opcodes that push plain data and take a fixed-size argument: argument size by opcode, else 255.
-_PUSH_FIXED = bytes({0x4A: 4, 0x4B: 1, 0x4D: 2, 0x47: 8, 0x4E: 0, 0x88: 0, 0x89: 0, 0x29: 0, 0x5D: 0, 0x7D: 0,
-                     0x8F: 0}.get(c, 255) for c in range(256))
-_MUTATORS = {0x62: ("BUILD", "build-on-global"), 0x73: ("SETITEM", "setitem-on-global"),
-             0x75: ("SETITEMS", "setitem-on-global"), 0x61: ("APPEND", "append-on-global"),
-             0x65: ("APPENDS", "append-on-global"), 0x90: ("ADDITEMS", "append-on-global")}
+_EXT_SIZE = {0x82: 1, 0x83: 2, 0x84: 4}
+_MUTATOR_NAMES = {0x62: "BUILD", 0x73: "SETITEM", 0x75: "SETITEMS", 0x61: "APPEND", 0x65: "APPENDS", 0x90: "ADDITEMS"}
 
 
-def scan(stream: BinaryIO) -> ScanResult:
-    """Scan one pickle (up to its STOP opcode) from ``stream``.  Raises ScanError if unreadable.
+def scan(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFAULT_LIMITS) -> ScanResult:
+    """Scan one pickle, up to and including its STOP opcode.  Never raises for bad input: the result's
+    ``error`` says why the stream is unreadable, and everything found before that point is kept.
 
-    The hot loop keeps everything in fast locals; an empty stack or missing MARK surfaces as
-    IndexError, an unknown memo key as KeyError, a short fixed-size argument as struct.error,
-    and all three are turned into ScanError here.
+    ``rules`` (see ``policy``) is told about every call, BUILD and persistent id as it happens; it may
+    type objects and record problems.  Without it only the profile-free checks run.
     """
-    win = _Window(stream)
-    res = ScanResult()
-    seen = bytearray(256)
+    reader = source if isinstance(source, Reader) else Reader(source)
+    res = ScanResult(start=reader.offset)
+    seen = bytearray(256)  # the opcodes torch's weights-only unpickler lacks, as met (``unsupported_by_torch``)
     try:
-        return _scan(win, res, seen)
+        _run(reader, res, seen, rules, limits)
+    except _Stop:
+        pass
+    except ScanError as exc:
+        res.error = str(exc)
     except IndexError:
-        raise ScanError(f"truncated or malformed pickle (stack underflow, missing MARK or short argument) "
-                        f"near byte {res.last_offset}") from None
+        res.error = f"malformed pickle: stack underflow or missing MARK near byte {reader.offset}"
     except KeyError as exc:
-        raise ScanError(f"memo key {exc.args[0]} read before it was written (near byte {res.last_offset})") from None
+        res.error = f"memo key {exc.args[0]!r} read before it was written (near byte {reader.offset})"
     except struct.error:
-        raise ScanError(f"truncated pickle near byte {res.last_offset}") from None
-    finally:
-        res.opcodes = {c for c in range(256) if seen[c]}
+        res.error = f"truncated pickle near byte {reader.offset}"
+    except (TypeError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
+        res.error = f"malformed pickle near byte {reader.offset} ({type(exc).__name__}: {str(exc)[:120]})"
+    res.end = reader.offset
+    res.opcodes = {c for c in range(256) if seen[c]}
+    return res
 
 
-def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
-    buf, i, limit = win.refill(0)
+def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits) -> None:
+    buf, i, limit = reader.fill(reader.pos)
     end = len(buf)
-    globals_, problems = res.globals, res.problems
+    globals_ = res.globals
+    interned: dict[str, Global] = {}
     stack: list = []
     metastack: list[list] = []
     memo: dict[int, object] = {}
     push = stack.append
     u4 = _U4.unpack_from
-    push_fixed = _PUSH_FIXED
-    mutators = _MUTATORS
+    keep = limits.keep
+    max_objects, max_memo, max_depth, max_calls = limits.objects, limits.memo, limits.depth, limits.calls
+    objects = calls = 0
+
+    def glob(full: str) -> Global:
+        g = interned.get(full)
+        if g is None:
+            g = interned[full] = Global(full)
+            globals_.setdefault(full, set()).add(REFERENCED)
+        return g
+
+    def call(func, args, use: str, opname: str, offset: int) -> Obj:
+        if type(func) is Global:
+            globals_[func.name].add(use)
+            obj = Obj(func.name, args, offset)
+        else:
+            res.problem("call-non-global", f"{opname} on {_describe(func)} that was not loaded by name", offset)
+            obj = Obj(None, args, offset)
+        if rules is not None:
+            rules.call(opname, func, args, obj, offset)
+        return obj
 
     try:
         while True:
             if i >= limit:
-                buf, i, limit = win.refill(i)
+                reader.pos = i
+                buf, i, limit = reader.fill(i)
                 end = len(buf)
-                if len(stack) > MAX_STACK or len(memo) > MAX_MEMO:
-                    raise ScanError("pickle exceeds the scanner's stack or memo bound")
+                if objects > max_objects or len(memo) > max_memo or calls > max_calls:
+                    raise ScanError(f"pickle makes more objects, memo entries or calls than the bound "
+                                    f"({max_objects} / {max_memo} / {max_calls}); refused near byte {reader.base + i}")
                 if i >= end:
-                    raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {win.base + i})")
+                    raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {reader.base + i})")
             c = buf[i]
             i += 1
             if c == 0x72:  # LONG_BINPUT (the commonest opcodes first)
@@ -195,213 +340,415 @@ def _scan(win: _Window, res: ScanResult, seen: bytearray) -> ScanResult:
             elif c == 0x6A:  # LONG_BINGET
                 push(memo[u4(buf, i)[0]])
                 i += 4
-            elif push_fixed[c] != 255:  # BININT*, BINFLOAT, NONE, bools, empty containers
-                i += push_fixed[c]
-                if i > end:
-                    raise ScanError(f"truncated pickle at byte {win.base + i - 1}")
-                push(_DATA)
-            elif c == 0x8A:  # LONG1
+            elif c == 0x52:  # REDUCE
+                calls += 1
+                args = stack.pop()
+                func = stack[-1]
+                if type(func) is Global:
+                    globals_[func.name].add(CALLED)
+                    obj = stack[-1] = Obj(func.name, args, reader.base + i - 1)
+                    if rules is not None:
+                        rules.call("REDUCE", func, args, obj, reader.base + i - 1)
+                else:
+                    stack[-1] = call(func, args, CALLED, "REDUCE", reader.base + i - 1)
+            elif c == 0x4A:  # BININT
+                push(_I4.unpack_from(buf, i)[0])
+                i += 4
+            elif c == 0x4B:  # BININT1
+                push(buf[i])
+                i += 1
+            elif c == 0x8A:  # LONG1 (ints past 32 bits: values no rule needs)
                 i += 1 + buf[i]
-                push(_DATA)
+                push(NUMBER)
+                if i > end:
+                    raise ScanError(f"truncated pickle at byte {reader.base + i}")
+            elif c == 0x29:  # EMPTY_TUPLE
+                push(())
             elif c == 0x71:  # BINPUT
                 memo[buf[i]] = stack[-1]
                 i += 1
             elif c == 0x68:  # BINGET
                 push(memo[buf[i]])
                 i += 1
-            elif c == 0x58 or c == 0x8C:  # BINUNICODE, SHORT_BINUNICODE
+            elif c == 0x58 or c == 0x8C or c == 0x8D:  # BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
                 if c == 0x58:
                     n = u4(buf, i)[0]
                     i += 4
-                else:
+                elif c == 0x8C:
                     seen[c] = 1
                     n = buf[i]
                     i += 1
-                if n <= KEEP_STR and i + n <= end:
+                else:
+                    seen[c] = 1
+                    n = _U8.unpack_from(buf, i)[0]
+                    i += 8
+                objects += 1
+                if n <= keep and i + n <= end:
                     push(buf[i:i + n].decode("utf-8", "surrogatepass"))
                     i += n
                 else:
-                    buf, i, limit = win.skip(i, n)
+                    reader.pos = i
+                    buf, i, limit = reader.skip(i, n)
                     end = len(buf)
-                    push(_DATA)
+                    push(LONGSTR)
             elif c == 0x28:  # MARK
                 metastack.append(stack)
+                if len(metastack) > max_depth:
+                    raise ScanError(f"MARK nesting deeper than {max_depth} (at byte {reader.base + i - 1})")
                 stack = []
                 push = stack.append
-            elif c == 0x52 or c == 0x81:  # REDUCE, NEWOBJ: replace (callable, args) by the result
-                stack.pop()
-                func = stack[-1]
-                if type(func) is tuple and func[0] == "g":
-                    globals_[func[1]].add(CALLED if c == 0x52 else CONSTRUCTED)
-                    stack[-1] = ("o", func[1])
-                else:
-                    _problem(problems, "call-non-global", f"{'REDUCE' if c == 0x52 else 'NEWOBJ'} on "
-                             f"{func[1] if type(func) is tuple else 'a computed object'} that was not loaded by name", win.base + i - 1)
-                    stack[-1] = _DATA
-            elif c in mutators:  # BUILD, SETITEM(S), APPEND(S), ADDITEMS
-                seen[c] = 1
-                if c == 0x62 or c == 0x61:
-                    stack.pop()
-                elif c == 0x73:
-                    stack.pop()
-                    stack.pop()
-                else:
-                    stack = metastack.pop()
-                    push = stack.append
-                target = stack[-1]
-                if type(target) is tuple:
-                    opname, kind = mutators[c]
-                    if target[0] == "g":
-                        _problem(problems, kind, f"{opname} on the class or function object {target[1]} itself", win.base + i - 1)
-                    else:
-                        (res.built if c == 0x62 else res.setitem_targets).add(target[1])
-            elif c == 0x85:  # TUPLE1
-                stack[-1] = _DATA
-            elif c == 0x86:  # TUPLE2
-                stack.pop()
-                stack[-1] = _DATA
-            elif c == 0x87:  # TUPLE3
-                del stack[-2:]
-                stack[-1] = _DATA
-            elif c == 0x74 or c == 0x6C or c == 0x91 or c == 0x64:  # TUPLE, LIST, FROZENSET, DICT
-                seen[c] = 1
-                stack = metastack.pop()
-                push = stack.append
-                push(_DATA)
-            elif c == 0x63 or c == 0x69:  # GLOBAL, INST
-                seen[c] = 1
-                module, i = _line(buf, i, win)
-                name, i = _line(buf, i, win)
-                full = normalise_global(module, name)
-                globals_.setdefault(full, set()).add(REFERENCED)
-                if c == 0x63:
-                    push(("g", full))
-                else:
-                    stack = metastack.pop()
-                    push = stack.append
-                    globals_[full].add(CALLED)
-                    push(("o", full))
-            else:  # rarer opcodes, including every one torch's weights-only unpickler does not execute
-                seen[c] = 1
-                if c == 0x93:  # STACK_GLOBAL
-                    name = stack.pop()
-                    module = stack[-1]
-                    if type(module) is str and type(name) is str:
-                        full = f"{module}.{name}"
-                        globals_.setdefault(full, set()).add(REFERENCED)
-                        stack[-1] = ("g", full)
-                    else:
-                        _problem(problems, "stack-global", "STACK_GLOBAL with a computed module or name", win.base + i - 1)
-                        stack[-1] = _DATA
-                elif c == 0x51:  # BINPERSID
-                    stack[-1] = _DATA
-                elif c == 0x2E:  # STOP
-                    stack.pop()
-                    return res
-                elif c == 0x80:  # PROTO
-                    res.protocol = buf[i]
-                    i += 1
-                    if res.protocol > 5:
-                        raise ScanError(f"unsupported pickle protocol {res.protocol}")
-                elif c == 0x95:  # FRAME
-                    i += 8
-                elif c == 0x94:  # MEMOIZE
-                    memo[len(memo)] = stack[-1]
-                elif c == 0x92:  # NEWOBJ_EX
-                    del stack[-2:]
-                    func = stack[-1]
-                    if type(func) is tuple and func[0] == "g":
-                        globals_[func[1]].add(CONSTRUCTED)
-                        stack[-1] = ("o", func[1])
-                    else:
-                        _problem(problems, "call-non-global", "NEWOBJ_EX on a computed object", win.base + i - 1)
-                        stack[-1] = _DATA
-                elif c == 0x6F:  # OBJ
+                objects += 1
+            elif c == 0x7D:  # EMPTY_DICT
+                push({})
+                objects += 1
+            elif c == 0x75 or c == 0x73:  # SETITEMS, SETITEM
+                if c == 0x75:
                     items = stack
                     stack = metastack.pop()
                     push = stack.append
-                    cls = items[0] if items else _DATA
-                    if type(cls) is tuple and cls[0] == "g":
-                        globals_[cls[1]].add(CALLED)
-                        push(("o", cls[1]))
-                    else:
-                        _problem(problems, "call-non-global", "OBJ on a computed object", win.base + i - 1)
-                        push(_DATA)
-                elif c in (0x82, 0x83, 0x84):  # EXT1, EXT2, EXT4
-                    i += {0x82: 1, 0x83: 2, 0x84: 4}[c]
-                    _problem(problems, "extension", "copyreg extension code (EXT opcode)", win.base + i - 1)
-                    push(_DATA)
-                elif c == 0x30:  # POP
-                    if stack:
-                        stack.pop()
-                    else:
-                        stack = metastack.pop()
-                        push = stack.append
-                elif c == 0x31:  # POP_MARK
+                else:
+                    items = stack[-2:]
+                    if len(items) != 2:
+                        raise IndexError
+                    del stack[-2:]
+                if len(items) % 2:
+                    raise ScanError(f"odd number of items for SETITEMS at byte {reader.base + i - 1}")
+                if rules is not None and type(stack[-1]) is Obj:
+                    rules.setitems(stack[-1], reader.base + i - 1)
+                _setitems(stack[-1], items, res, reader.base + i - 1, c)
+            elif c == 0x62:  # BUILD
+                calls += 1
+                state = stack.pop()
+                inst = stack[-1]
+                if type(inst) is Global:
+                    res.problem("build-on-global", f"BUILD on the class or function object {inst.name} itself", reader.base + i - 1)
+                elif type(inst) is Obj:
+                    inst.built += 1
+                    if rules is not None:
+                        rules.build(inst, state, reader.base + i - 1)
+                else:
+                    res.problem("build-on-data", f"BUILD on {_describe(inst)}", reader.base + i - 1)
+            elif c == 0x88 or c == 0x89 or c == 0x4E:  # NEWTRUE, NEWFALSE, NONE
+                push(True if c == 0x88 else False if c == 0x89 else None)
+            elif c == 0x85:  # TUPLE1
+                stack[-1] = (stack[-1],)
+                objects += 1
+            elif c == 0x86:  # TUPLE2
+                b = stack.pop()
+                stack[-1] = (stack[-1], b)
+                objects += 1
+            elif c == 0x87:  # TUPLE3
+                b = stack.pop()
+                a = stack.pop()
+                stack[-1] = (stack[-1], a, b)
+                objects += 1
+            elif c == 0x74:  # TUPLE
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                push(tuple(items))
+            elif c == 0x81 or c == 0x92:  # NEWOBJ, NEWOBJ_EX: cls.__new__(cls, *args, **kwargs)
+                calls += 1
+                if c == 0x92:
+                    seen[c] = 1
+                    kwargs = stack.pop()
+                    args = stack.pop()
+                    if kwargs:
+                        args = (args, kwargs)
+                else:
+                    args = stack.pop()
+                stack[-1] = call(stack[-1], args, CONSTRUCTED, "NEWOBJ" if c == 0x81 else "NEWOBJ_EX",
+                                 reader.base + i - 1)
+                objects += 1
+            elif c == 0x63 or c == 0x69:  # GLOBAL, INST
+                module, i = _line(buf, i, reader, "utf-8" if c == 0x63 else "ascii")
+                name, i = _line(buf, i, reader, "utf-8" if c == 0x63 else "ascii")
+                g = glob(normalise_global(module, name))
+                if c == 0x63:
+                    push(g)
+                else:
+                    seen[c] = 1
+                    calls += 1
+                    args = tuple(stack)
                     stack = metastack.pop()
                     push = stack.append
-                elif c == 0x32:  # DUP
-                    push(stack[-1])
-                elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
-                    text, i = _line(buf, i, win)
-                    try:
-                        idx = int(text)
-                    except ValueError:
-                        raise ScanError(f"bad memo index {text[:20]!r} at byte {win.base + i - 1}") from None
-                    if c == 0x70:
-                        memo[idx] = stack[-1]
-                    else:
-                        push(memo[idx])
-                elif c in (0x49, 0x4C, 0x46, 0x53, 0x50):  # INT, LONG, FLOAT, STRING, PERSID (text)
-                    _, i = _line(buf, i, win)
-                    push(_DATA)
-                elif c == 0x56:  # UNICODE (raw-unicode-escape text)
-                    text, i = _line(buf, i, win)
-                    push(text.encode("utf-8", "surrogateescape").decode("raw_unicode_escape") if len(text) <= KEEP_STR
-                         else _DATA)
-                elif c in (0x55, 0x43, 0x54, 0x42, 0x8B, 0x8D, 0x8E, 0x96):  # length-prefixed payloads
-                    if c in (0x55, 0x43):  # SHORT_BINSTRING, SHORT_BINBYTES
-                        n = buf[i]
-                        i += 1
-                    elif c in (0x54, 0x8B):  # BINSTRING, LONG4 (signed lengths)
-                        n = _I4.unpack_from(buf, i)[0]
-                        i += 4
-                    elif c == 0x42:  # BINBYTES
-                        n = u4(buf, i)[0]
-                        i += 4
-                    else:  # BINUNICODE8, BINBYTES8, BYTEARRAY8
-                        n = _U8.unpack_from(buf, i)[0]
-                        i += 8
-                    if n < 0:
-                        raise ScanError(f"negative length at byte {win.base + i - 1}")
-                    if c == 0x8D and n <= KEEP_STR and i + n <= end:
-                        push(buf[i:i + n].decode("utf-8", "surrogatepass"))
-                        i += n
-                    else:
-                        buf, i, limit = win.skip(i, n)
-                        end = len(buf)
-                        push(_DATA)
-                elif c == 0x97:  # NEXT_BUFFER (protocol 5 out-of-band data)
-                    _problem(problems, "out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)", win.base + i - 1)
-                    push(_DATA)
-                elif c == 0x98:  # READONLY_BUFFER
-                    stack[-1]
+                    push(call(g, args, CALLED, "INST", reader.base + i - 1))
+                    objects += 1
+            elif c == 0x5D:  # EMPTY_LIST
+                push([])
+                objects += 1
+            elif c == 0x65 or c == 0x61:  # APPENDS, APPEND
+                if c == 0x65:
+                    items = stack
+                    stack = metastack.pop()
+                    push = stack.append
                 else:
-                    raise ScanError(f"unknown opcode 0x{c:02x} at byte {win.base + i - 1}")
-    except (IndexError, KeyError, struct.error):
-        res.last_offset = win.base + i
-        raise
+                    items = [stack.pop()]
+                target = stack[-1]
+                if type(target) is list:
+                    target.extend(items)
+                else:
+                    _mutator_problem(res, target, c, reader.base + i - 1)
+            elif c == 0x4D:  # BININT2
+                push(_U2.unpack_from(buf, i)[0])
+                i += 2
+            elif c == 0x47:  # BINFLOAT
+                push(NUMBER)
+                i += 8
+            elif c == 0x51:  # BINPERSID
+                seen[c] = 1
+                pid = stack[-1]
+                stack[-1] = (Obj("persistent id", pid, reader.base + i - 1) if rules is None
+                             else rules.persistent(pid, reader.base + i - 1))
+            elif c == 0x80:  # PROTO
+                seen[c] = 1
+                res.protocol = buf[i]
+                i += 1
+                if res.protocol > 5:
+                    raise ScanError(f"unsupported pickle protocol {res.protocol}")
+            elif c == 0x2E:  # STOP
+                res.value = stack.pop()
+                raise _Stop
+            elif c == 0x93:  # STACK_GLOBAL
+                seen[c] = 1
+                name = stack.pop()
+                module = stack[-1]
+                if type(module) is str and type(name) is str:
+                    stack[-1] = glob(f"{module}.{name}")
+                else:
+                    res.problem("stack-global", "STACK_GLOBAL with a computed or over-long module or name", reader.base + i - 1)
+                    stack[-1] = Global("?")
+            elif c == 0x94:  # MEMOIZE
+                seen[c] = 1
+                memo[len(memo)] = stack[-1]
+            elif c == 0x95:  # FRAME (only buffering)
+                seen[c] = 1
+                i += 8
+            elif c == 0x30:  # POP
+                seen[c] = 1
+                if stack:
+                    stack.pop()
+                else:
+                    stack = metastack.pop()
+                    push = stack.append
+            elif c == 0x31:  # POP_MARK
+                seen[c] = 1
+                stack = metastack.pop()
+                push = stack.append
+            elif c == 0x32:  # DUP
+                seen[c] = 1
+                push(stack[-1])
+            elif c == 0x64 or c == 0x6C:  # DICT, LIST
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                seen[c] = 1
+                if c == 0x6C:
+                    push(items)
+                else:
+                    d = {}
+                    if len(items) % 2:
+                        raise ScanError(f"odd number of items for DICT at byte {reader.base + i - 1}")
+                    _setitems(d, items, res, reader.base + i - 1, c)
+                    push(d)
+            elif c == 0x8F:  # EMPTY_SET
+                seen[c] = 1
+                push(SSet())
+                objects += 1
+            elif c == 0x90:  # ADDITEMS
+                seen[c] = 1
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                target = stack[-1]
+                if type(target) is SSet:
+                    target.extend(items)
+                else:
+                    _mutator_problem(res, target, c, reader.base + i - 1)
+            elif c == 0x91:  # FROZENSET
+                seen[c] = 1
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                push(SSet(items))
+            elif c == 0x6F:  # OBJ: cls(*args) with cls the first item after MARK
+                seen[c] = 1
+                calls += 1
+                items = stack
+                stack = metastack.pop()
+                push = stack.append
+                if not items:
+                    raise IndexError
+                push(call(items[0], tuple(items[1:]), CALLED, "OBJ", reader.base + i - 1))
+                objects += 1
+            elif c == 0x55 or c == 0x54 or c == 0x53:  # SHORT_BINSTRING, BINSTRING, STRING
+                seen[c] = 1
+                if c == 0x53:
+                    text, i = _line(buf, i, reader, None)
+                    if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b'"', b"'"):
+                        raise ScanError(f"the STRING opcode argument must be quoted (at byte {reader.base + i - 1})")
+                    push(_pickle_str(codecs.escape_decode(text[1:-1])[0], keep))
+                    objects += 1
+                    continue
+                if c == 0x55:
+                    n = buf[i]
+                    i += 1
+                else:
+                    n = _I4.unpack_from(buf, i)[0]
+                    i += 4
+                    if n < 0:
+                        raise ScanError(f"BINSTRING with a negative byte count at byte {reader.base + i - 1}")
+                objects += 1
+                if n <= keep and i + n <= end:
+                    push(_pickle_str(buf[i:i + n], keep))
+                    i += n
+                else:
+                    reader.pos = i
+                    buf, i, limit = reader.skip(i, n)
+                    end = len(buf)
+                    push(LONGSTR)
+            elif c == 0x43 or c == 0x42 or c == 0x8E or c == 0x96:  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
+                seen[c] = 1
+                if c == 0x43:
+                    n = buf[i]
+                    i += 1
+                elif c == 0x42:
+                    n = u4(buf, i)[0]
+                    i += 4
+                else:
+                    n = _U8.unpack_from(buf, i)[0]
+                    i += 8
+                objects += 1
+                if n <= keep and i + n <= end and c != 0x96:
+                    push(bytes(buf[i:i + n]))
+                    i += n
+                else:
+                    reader.pos = i
+                    buf, i, limit = reader.skip(i, n)
+                    end = len(buf)
+                    push(LONGBYTES)
+            elif c == 0x8B:  # LONG4
+                seen[c] = 1
+                n = _I4.unpack_from(buf, i)[0]
+                i += 4
+                if n < 0:
+                    raise ScanError(f"LONG4 with a negative byte count at byte {reader.base + i - 1}")
+                reader.pos = i
+                buf, i, limit = reader.skip(i, n)
+                end = len(buf)
+                push(NUMBER)
+            elif c == 0x49 or c == 0x4C:  # INT, LONG (text)
+                seen[c] = 1
+                text, i = _line(buf, i, reader, None)
+                if c == 0x49 and text in (b"00", b"01"):
+                    push(text == b"01")
+                else:
+                    digits = text[:-1] if c == 0x4C and text[-1:] == b"L" else text
+                    push(int(digits, 0) if len(digits) <= 40 else NUMBER)
+            elif c == 0x46:  # FLOAT (text)
+                seen[c] = 1
+                text, i = _line(buf, i, reader, None)
+                float(text)
+                push(NUMBER)
+            elif c == 0x56:  # UNICODE (raw-unicode-escape text)
+                seen[c] = 1
+                text, i = _line(buf, i, reader, None)
+                objects += 1
+                push(str(text, "raw-unicode-escape") if len(text) <= keep else LONGSTR)
+            elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
+                seen[c] = 1
+                text, i = _line(buf, i, reader, None)
+                idx = int(text)
+                if c == 0x70:
+                    if idx < 0:
+                        raise ScanError(f"negative PUT index at byte {reader.base + i - 1}")
+                    memo[idx] = stack[-1]
+                else:
+                    push(memo[idx])
+            elif c == 0x50:  # PERSID (text)
+                seen[c] = 1
+                text, i = _line(buf, i, reader, "ascii")
+                push(Obj("persistent id", text, reader.base + i - 1) if rules is None
+                     else rules.persistent(text, reader.base + i - 1))
+            elif c in _EXT_SIZE:  # EXT1, EXT2, EXT4: copyreg's extension registry
+                seen[c] = 1
+                i += _EXT_SIZE[c]
+                res.problem("extension", "copyreg extension code (EXT opcode): a global named by number", reader.base + i - 1)
+                push(Global("?"))
+            elif c == 0x97:  # NEXT_BUFFER
+                seen[c] = 1
+                res.problem("out-of-band-buffer", "protocol 5 out-of-band buffer (NEXT_BUFFER)", reader.base + i - 1)
+                push(BUFFER)
+            elif c == 0x98:  # READONLY_BUFFER
+                seen[c] = 1
+                stack[-1]
+            else:
+                raise ScanError(f"unknown opcode 0x{c:02x} at byte {reader.base + i - 1}")
+    finally:
+        reader.pos = min(i, len(reader.buf))
+        res.objects, res.calls = objects, calls
 
 
-def _line(buf: bytes, i: int, win: _Window) -> tuple[str, int]:
+def _setitems(target, items: list, res: ScanResult, offset: int, c: int) -> None:
+    if type(target) is dict:
+        for k in range(0, len(items), 2):
+            target[items[k]] = items[k + 1]
+    elif type(target) is Obj:
+        if target.items is None:
+            target.items = {}
+        for k in range(0, len(items), 2):
+            target.items[items[k]] = items[k + 1]
+    else:
+        _mutator_problem(res, target, c, offset)
+
+
+def _mutator_problem(res: ScanResult, target, c: int, offset: int) -> None:
+    opname = _MUTATOR_NAMES.get(c, OPCODE_NAMES.get(c, "?"))
+    if type(target) is Global:
+        kind = "setitem-on-global" if c in (0x73, 0x75, 0x64) else "append-on-global"
+        res.problem(kind, f"{opname} on the class or function object {target.name} itself", offset)
+    elif type(target) is Obj:
+        res.problem("append-on-object" if c not in (0x73, 0x75) else "setitem-on-object",
+                    f"{opname} on an object made by {target.made_by} (calls its own append/extend/add)", offset)
+    else:
+        res.problem("mutate-data", f"{opname} on {_describe(target)}", offset)
+
+
+def _pickle_str(data: bytes, keep: int):
+    """STRING/BINSTRING/SHORT_BINSTRING as pickle decodes them by default (ASCII; latin-1 also covers
+    encoding='latin1' readers such as numpy's).  torch decodes them as UTF-8; names are ASCII either way."""
+    if len(data) > keep:
+        return LONGSTR
+    return data.decode("latin-1")
+
+
+def _describe(value) -> str:
+    if type(value) is Global:
+        return f"the global {value.name}"
+    if type(value) is Obj:
+        return f"an object made by {value.made_by}" if value.made_by else "a computed object"
+    return {list: "a list", dict: "a dict", SSet: "a set", tuple: "a tuple"}.get(type(value), "plain data")
+
+
+def _line(buf: bytes, i: int, reader: Reader, encoding: str | None):
     j = buf.find(b"\n", i, i + MAX_LINE + 1)
     if j < 0:
         if len(buf) - i > MAX_LINE:
-            raise ScanError(f"line argument longer than {MAX_LINE} bytes at byte {win.base + i}")
-        raise ScanError(f"truncated pickle: unterminated line at byte {win.base + i}")
-    return buf[i:j].decode("utf-8", "replace"), j + 1
+            raise ScanError(f"line argument longer than {MAX_LINE} bytes at byte {reader.base + i}")
+        raise ScanError(f"truncated pickle: unterminated line at byte {reader.base + i}")
+    raw = buf[i:j]
+    if encoding is None:
+        return raw, j + 1
+    return raw.decode(encoding), j + 1
 
 
-def _problem(problems: list, kind: str, detail: str, offset: int) -> None:
-    if len(problems) < 100:
-        problems.append(Problem(kind, detail, offset))
+def scan_all(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFAULT_LIMITS,
+             max_pickles: int = 64) -> list[ScanResult]:
+    """Every pickle in a stream, one after the other (torch's legacy format, or data appended after
+    STOP), until the end of the stream or the first part that is not a readable pickle (its result,
+    with ``error`` set, is the last one)."""
+    reader = source if isinstance(source, Reader) else Reader(source)
+    results = [scan(reader, rules=rules, limits=limits)]
+    while results[-1].error is None and len(results) < max_pickles and not reader.at_end():
+        results.append(scan(reader, rules=rules, limits=limits))
+    return results

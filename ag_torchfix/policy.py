@@ -1,43 +1,85 @@
-"""Judge a scanned pickle against an allowlist: the one verdict the loader and the scanner share.
+"""Judge a scanned pickle against an allowlist: the one verdict the loaders and the scanner share.
 
-Each global is *allowed* (in the allowlist, a shim, or torch's own weights-only defaults),
-*dangerous* (on the denylist) or *unknown* (would need trust).  Constructs the secure loader refuses
-whatever the names (BUILD/SETITEM on a class object, calling a value-only entry, opcodes torch's
-unpickler does not execute, ...) are listed too.
+Each global is *allowed* (in the allowlist or a shim), *dangerous* (in the catalogue of dangerous
+callables, ``denylist``) or *unknown* (would need trust).  Constructs a loader refuses whatever the
+names (BUILD/SETITEM on a class object, calling a value-only entry, opcodes torch's unpickler does not
+execute, ...) are listed too.
+
+For the fastai internals, which torch's weights-only unpickler loads, ``TorchRules`` rides along
+with the scan and checks, before torch reads a byte, what torch's unpickler would do with the
+allowlisted names.  It compensates for these behaviours of torch's ``_weights_only_unpickler``
+(torch 2.6-2.14):
+
+1. BUILD looks ``__setstate__`` up on the *instance* (``hasattr(inst, "__setstate__")``), and without
+   one updates ``inst.__dict__`` with the state, or setattr's slot state: a first BUILD could plant
+   ``__setstate__`` (or ``__class__``, ``__deepcopy__``...) for a second one to call.  Every BUILD's
+   state must be a plain dict with plain string keys and no dunder name (``allowlist.DUNDER_STATE``
+   lists the few genuine ones with the values they must hold), no slot state, at most one BUILD per
+   object, and only on objects whose type the scan can tell is a CONSTRUCT entry.
+2. REDUCE calls anything in the allowed set with any arguments, including torch's own defaults:
+   ``_rebuild_from_type_v2(func, ...)`` calls ``func`` whatever it is, ``bytearray(2**31)`` allocates
+   2 GiB, ``_rebuild_tensor_v2`` stores its ``backward_hooks`` argument.  Every call must match the
+   argument patterns of its entry (``allowlist.Entry.args``), NEWOBJ takes no arguments, and torch
+   defaults that exports never use are refused (only the ``torch_default`` entries are accepted).
+3. numpy's ``dtype.__setstate__`` trusts the flags and fields it is given, and ``ndarray.__setstate__``
+   trusts an object array's list length: both crash the interpreter (forged object pointers, reads
+   past the list).  dtype states must be exactly what numpy writes for the type code, and array
+   data must fill the shape (``allowlist.SEQUENCE_STATE``).
+4. A persistent id names a storage record and an element count that torch multiplies into a byte
+   size without comparing it to the record: the record must exist, in the archive the scan read,
+   with exactly that size.
+5. SETITEM(S) on torch < 2.10 calls ``__setitem__`` of any allowed type: targets must be dicts,
+   OrderedDicts or the defaultdict shim's dicts.
+6. Its reading of the zip archive differs from Python's (``archive`` handles that), and it ignores
+   anything after STOP (refused here).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from . import allowlist, denylist, pickle_scan
+from . import allowlist, archive, denylist, pickle_scan
+from .allowlist import CALL, CONSTRUCT, REFERENCE, Pattern
+from .pickle_scan import LONGBYTES, LONGSTR, NUMBER, Global, Obj, SSet, is_dunder
 
 ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
+
+# A fastai internals pickle is a few thousand opcodes; these bounds leave room for models a hundred
+# times bigger and keep torch's unpickler (whose objects weigh more than the scan's) far from 512 MiB.
+TORCH_LIMITS = pickle_scan.Limits(objects=1_000_000, memo=500_000, depth=1_000, calls=50_000)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """An allowlist and the loader that enforces it."""
+    """An allowlist and how the loader that enforces it behaves."""
 
     name: str
     entries: dict[str, allowlist.Entry]
-    shims: frozenset[str]
-    builtin: frozenset[str] = frozenset()  # allowed by the loader itself (torch's defaults)
+    shims: dict[str, str]  # name -> why the shim is narrow
     torch_opcodes_only: bool = True  # torch's weights-only unpickler executes a subset of opcodes
+    check_calls: bool = True  # argument patterns and BUILD states are checked statically (TorchRules)
+    limits: pickle_scan.Limits = TORCH_LIMITS
 
 
 @dataclass
 class Judgement:
     globals: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (status, reason)
     constructs: list[str] = field(default_factory=list)
+    error: str | None = None  # the stream is unreadable past some point (findings before it are kept)
 
     def names(self, status: str) -> list[str]:
         return sorted(n for n, (s, _) in self.globals.items() if s == status)
 
     @property
     def ok(self) -> bool:
-        return not self.constructs and all(s == ALLOWED for s, _ in self.globals.values())
+        return self.error is None and not self.constructs and all(s == ALLOWED for s, _ in self.globals.values())
+
+    @property
+    def dangerous(self) -> bool:
+        return any(s == DANGEROUS for s, _ in self.globals.values())
 
     def disallowed_labels(self) -> list[str]:
         """'name' or 'name (dangerous: why)' for every global that is not allowed."""
@@ -48,34 +90,332 @@ class Judgement:
 @functools.lru_cache(maxsize=1)
 def fastai_internals() -> Profile:
     """The profile of AutoGluon's ``model-internals.pkl``: loaded by torch's weights-only unpickler."""
-    try:
-        from torch import _weights_only_unpickler as wou
-
-        builtin = frozenset(wou._get_allowed_globals())
-    except Exception:  # no torch here: its defaults cannot be named, so they count as unknown
-        builtin = frozenset()
-    return Profile("fastai-internals", {e.name: e for e in allowlist.FASTAI_INTERNALS}, frozenset(allowlist.SHIMS),
-                   builtin)
+    return Profile("fastai-internals", {e.name: e for e in allowlist.FASTAI_INTERNALS}, allowlist.SHIMS)
 
 
-def judge(scan: pickle_scan.ScanResult, profile: Profile) -> Judgement:
-    verdict = Judgement(constructs=[str(p) for p in scan.problems])
+@functools.lru_cache(maxsize=1)
+def strict() -> Profile:
+    """The profile of AutoGluon's own pickles in strict mode (checked at run time by ``StrictUnpickler``)."""
+    return Profile("strict", {e.name: e for e in allowlist.STRICT}, allowlist.STRICT_SHIMS,
+                   torch_opcodes_only=False, check_calls=False, limits=pickle_scan.DEFAULT_LIMITS)
+
+
+def judge(scan: pickle_scan.ScanResult, profile: Profile, rules: TorchRules | None = None) -> Judgement:
+    verdict = Judgement(constructs=[str(p) for p in scan.problems], error=scan.error)
+    if rules is not None:
+        verdict.constructs.extend(str(p) for p in rules.problems)
     if profile.torch_opcodes_only:
         unsupported = scan.unsupported_by_torch()
         if unsupported:
-            verdict.constructs.append("opcodes torch's weights-only unpickler does not execute: "
-                                      + ", ".join(unsupported))
+            verdict.constructs.append("opcodes torch's weights-only unpickler does not execute: " + ", ".join(unsupported))
     for name, uses in sorted(scan.globals.items()):
         entry = profile.entries.get(name)
-        if name in profile.builtin:
-            verdict.globals[name] = (ALLOWED, "torch's weights-only default")
-        elif name in profile.shims:
-            verdict.globals[name] = (ALLOWED, "served by a narrow shim: " + allowlist.SHIMS.get(name, ""))
+        if name in profile.shims:
+            verdict.globals[name] = (ALLOWED, "served by a narrow shim: " + profile.shims[name])
         elif entry is not None:
             verdict.globals[name] = (ALLOWED, entry.reason)
-            if entry.use == allowlist.REFERENCE and uses - {pickle_scan.REFERENCED}:
+            if entry.use == REFERENCE and uses - {pickle_scan.REFERENCED}:
                 verdict.constructs.append(f"{name} is allowlisted as a value only, but the file calls it")
+            elif entry.use == CALL and pickle_scan.CONSTRUCTED in uses:
+                verdict.constructs.append(f"{name} is a function, but the file constructs it (NEWOBJ)")
         else:
-            reason = denylist.danger(name)
-            verdict.globals[name] = (DANGEROUS, reason) if reason else (UNKNOWN, "not in the allowlist")
+            danger = denylist.danger(name)
+            verdict.globals[name] = (DANGEROUS, danger) if danger else (UNKNOWN, "not in the allowlist")
     return verdict
+
+
+# --- the fastai internals: one archive, one reading, checked before torch sees it ---------------------
+
+@dataclass
+class InternalsCheck:
+    archive: archive.TorchArchive
+    scan: pickle_scan.ScanResult
+    judgement: Judgement
+
+
+class Unreadable(Exception):
+    """The file is not a torch archive this package reads (the reason is for the user)."""
+
+
+def check_internals(stream: BinaryIO, profile: Profile | None = None) -> InternalsCheck:
+    """Read a torch zip archive's structure and its ``data.pkl`` exactly once and judge it: what the
+    secure loader and ``ag-torchfix scan`` both do.  Raises ``Unreadable``."""
+    profile = profile or fastai_internals()
+    try:
+        arch = archive.open_archive(stream)
+        if arch.find("constants.pkl") is not None:
+            raise Unreadable("it is a TorchScript archive, not a torch.save archive")
+        record = arch.find("data.pkl")
+        if record is None:
+            raise Unreadable("it is a zip archive without a data.pkl record, not a torch.save archive")
+        data = archive.read_record(stream, arch, record, limit=archive.MAX_PICKLE)
+    except archive.ArchiveError as exc:
+        raise Unreadable(f"it is not an archive torch would read the same way: {exc}") from None
+    rules = TorchRules(profile, arch) if profile.check_calls else None
+    result = pickle_scan.scan(data, rules=rules, limits=profile.limits)
+    if result.error is None and result.end != len(data):
+        result.problem("trailing-data", f"{len(data) - result.end} bytes after the pickle's STOP opcode "
+                       "(torch ignores them; genuine files have none)", result.end)
+    return InternalsCheck(arch, result, judge(result, profile, rules))
+
+
+# --- TorchRules: what torch's unpickler would do, checked on symbols -----------------------------------
+
+class TorchRules:
+    """Scan-time checks of calls, BUILD states, SETITEM targets and persistent ids (see the module doc)."""
+
+    def __init__(self, profile: Profile, arch: archive.TorchArchive | None = None):
+        self.entries = profile.entries
+        self.archive = arch
+        self.problems: list[pickle_scan.Problem] = []
+
+    def _problem(self, kind: str, detail: str, offset: int) -> None:
+        if len(self.problems) < 100:
+            self.problems.append(pickle_scan.Problem(kind, detail, offset))
+
+    def call(self, opname: str, func, args, obj: Obj, offset: int) -> None:
+        if type(func) is not Global:
+            return  # the scan already reports calling a computed object
+        name = func.name
+        if name in allowlist.SHIM_RETURNS:
+            obj.type = _result_type(allowlist.SHIM_RETURNS[name], args)
+            return
+        entry = self.entries.get(name)
+        if entry is None or entry.use == REFERENCE:
+            return  # an unknown global, or a value-only entry called: judge() reports both
+        if opname == "NEWOBJ":
+            if entry.use != CONSTRUCT or args != ():
+                self._problem("call-arguments", f"NEWOBJ of {name} with arguments (genuine files construct "
+                              "with none, then BUILD)", offset)
+            obj.type = name
+            return
+        if opname != "REDUCE":
+            return  # INST/OBJ/NEWOBJ_EX: torch's unpickler lacks them (reported as opcodes)
+        if not _args_matcher(name)(args):
+            self._problem("call-arguments", f"{name} called with arguments no genuine file passes: "
+                          f"{_show(args)}", offset)
+        obj.type = name if entry.use == CONSTRUCT else _result_type(entry.returns, args)
+
+    def setitems(self, target: Obj, offset: int) -> None:
+        if target.type not in ("collections.OrderedDict", "collections.defaultdict"):
+            self._problem("setitem-target", f"SETITEM(S) on a {target.type or 'computed object'} (only dicts, "
+                          "OrderedDicts and the defaultdict shim's dicts)", offset)
+
+    def build(self, inst: Obj, state, offset: int) -> None:
+        kind = inst.type
+        entry = self.entries.get(kind) if kind else None
+        if entry is None or entry.use != CONSTRUCT:
+            self._problem("build-target", f"BUILD on a {kind or 'object of unknown type'}, which is not allowlisted "
+                          "to be built", offset)
+            return
+        if inst.built > 1:
+            self._problem("build-twice", f"a second BUILD on the same {kind} (genuine files build once)", offset)
+            return
+        if kind in allowlist.SEQUENCE_STATE:
+            problem = _SEQUENCE_RULES[kind](inst, state)
+        else:
+            problem = state_problem(state, slots=False)
+        if problem:
+            self._problem("build-state", f"BUILD of a {kind}: {problem}", offset)
+
+    def persistent(self, pid, offset: int):
+        storage = Obj(None, pid, offset)
+        storage.type = "storage"
+        if not (type(pid) is tuple and len(pid) == 5 and pid[0] == "storage" and type(pid[1]) is Global
+                and type(pid[2]) is str and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0):
+            self._problem("persistent-id", f"persistent id {_show(pid)} is not ('storage', type, key, location, numel)",
+                          offset)
+            return storage
+        itemsize = allowlist.STORAGE_ITEMSIZE.get(pid[1].name.removeprefix("torch."))
+        if itemsize is None or not pid[1].name.startswith("torch."):
+            self._problem("persistent-id", f"persistent id names {pid[1].name}, not a torch storage type", offset)
+        elif self.archive is not None:
+            record = self.archive.find(f"data/{pid[2]}") if pid[2].isalnum() else None
+            if record is None:
+                self._problem("persistent-id", f"storage record data/{pid[2]!r} is not in the archive", offset)
+            elif record.size != pid[4] * itemsize:
+                self._problem("persistent-id", f"storage data/{pid[2]} declares {pid[4]} x {itemsize} bytes but its "
+                              f"record holds {record.size} (torch would read past it)", offset)
+        return storage
+
+
+def state_problem(state, *, slots: bool | frozenset = False) -> str | None:
+    """Why a BUILD state (or torch's _set_obj_state argument) could plant something, or None.
+
+    ``slots``: False to refuse any slot state, or the names of the class's real ``__slots__``."""
+    if state is None:
+        return None
+    if type(state) is tuple and len(state) == 2:
+        state, slot_state = state
+        if slot_state is not None and slot_state != {}:
+            if slots is False:
+                return "it has a slot state (genuine files have none)"
+            problem = _mapping_problem(slot_state, "slot state")
+            if problem:
+                return problem
+            extra = [k for k in slot_state if k not in slots]
+            if extra:
+                return f"its slot state sets {', '.join(map(str, extra[:5]))}, which are not __slots__ of the class"
+        if state is None:
+            return None
+    return _mapping_problem(state, "state")
+
+
+def _mapping_problem(state, what: str) -> str | None:
+    if type(state) is not dict:
+        return f"its {what} is {_show(state)}, not a plain dict"
+    for key, value in state.items():
+        if type(key) is Obj or type(key) is Global:
+            return f"its {what} has a computed key ({_show(key)}), which could be a string subclass"
+        if is_dunder(key):
+            rule = allowlist.DUNDER_STATE.get(key)
+            if rule is None:
+                return f"its {what} sets {key}, a dunder name (it would shadow the class's own)"
+            if not _matcher(rule[0])(value):
+                return f"its {what} sets {key} to {_show(value)}, not {rule[0]!r}"
+    return None
+
+
+def _ndarray_rule(inst: Obj, state) -> str | None:
+    if not (type(state) is tuple and len(state) == 5 and state[0] == 1 and type(state[1]) is tuple
+            and all(type(n) is int and n >= 0 for n in state[1]) and type(state[3]) is bool):
+        return f"its state {_show(state)} is not (1, shape, dtype, fortran, data)"
+    dtype, data = state[2], state[4]
+    if not (type(dtype) is Obj and dtype.type == "numpy.dtype" and type(dtype.args) is tuple and dtype.args):
+        return "its dtype is not a dtype the file built"
+    if dtype.args[0] == "O8":
+        if type(data) is not list or len(data) != math.prod(state[1]):
+            return (f"an object array of shape {state[1]} needs a list of exactly {math.prod(state[1])} items, "
+                    f"not {_show(data)} (numpy reads past a shorter list)")
+    elif not _matcher(allowlist.BYTES)(data):
+        return "its data is not bytes"
+    return None
+
+
+def _dtype_rule(inst: Obj, state) -> str | None:
+    code = inst.args[0] if type(inst.args) is tuple and inst.args else None
+    expected = allowlist.DTYPE_STATES.get(code)
+    if expected is None:
+        return f"type code {_show(code)} is not one genuine files use"
+    byteorders, elsize, alignment, flags = expected
+    if not (type(state) is tuple and len(state) == 8 and state[0] == 3 and state[1] in tuple(byteorders)
+            and state[2:5] == (None, None, None) and state[5:] == (elsize, alignment, flags)):
+        return (f"its state {_show(state)} is not what numpy writes for {code} "
+                f"(3, {byteorders!r}, None, None, None, {elsize}, {alignment}, {flags})")
+    return None
+
+
+def _random_rule(inst: Obj, state) -> str | None:
+    if not (type(state) is tuple and len(state) == 3 and type(state[0]) is int and type(state[1]) is tuple):
+        return f"its state {_show(state)} is not (version, state, gauss)"
+    return None
+
+
+_SEQUENCE_RULES = {"numpy.ndarray": _ndarray_rule, "numpy.dtype": _dtype_rule, "random.Random": _random_rule}
+assert _SEQUENCE_RULES.keys() == allowlist.SEQUENCE_STATE.keys()
+
+
+def _result_type(returns: str | None, args) -> str | None:
+    if returns and returns.startswith("arg"):
+        index = int(returns[3:])
+        value = args[index] if type(args) is tuple and len(args) > index else None
+        return value.name if type(value) is Global else None
+    return returns
+
+
+def _match_args(args, allowed: tuple[Pattern, ...], entries) -> bool:
+    if type(args) is not tuple or len(args) != len(allowed):
+        return False
+    return all(_matcher(p)(a) for a, p in zip(args, allowed))
+
+
+def _match(value, pattern: Pattern, entries=None) -> bool:
+    return _matcher(pattern)(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _matcher(pattern: Pattern):
+    """Compile a pattern into a predicate on symbols (once per pattern: the scan calls these per opcode)."""
+    kind, values = pattern.kind, pattern.values
+    simple = {
+        "str": lambda v: type(v) is str or v is LONGSTR,
+        "int": lambda v: type(v) is int,
+        "bool": lambda v: type(v) is bool,
+        "none": lambda v: v is None,
+        "number": lambda v: type(v) is int or v is NUMBER,
+        "bytes": lambda v: type(v) is bytes or v is LONGBYTES or (type(v) is Obj and v.type == "builtins.bytes"),
+        "list": lambda v: type(v) is list,
+        "dict": lambda v: type(v) is dict,
+        "any": lambda v: True,
+        "global": lambda v: type(v) is Global,
+        "object": lambda v: type(v) is Obj,
+        "storage": lambda v: type(v) is Obj and v.type == "storage",
+        "empty-ordereddict": lambda v: (type(v) is Obj and v.type == "collections.OrderedDict" and v.args == ()
+                                        and not v.items and not v.built),
+        "state": lambda v: state_problem(v, slots=False) is None,
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "lit":
+        return lambda v: any(type(v) is type(x) and v == x for x in values)
+    if kind == "made":
+        return lambda v: type(v) is Obj and v.type in values
+    if kind == "name":
+        return lambda v: type(v) is Global and v.name in values
+    if kind == "tuple-of":
+        item = _matcher(values[0])
+        return lambda v: type(v) is tuple and all(item(x) for x in v)
+    if kind == "tuple":
+        items = tuple(_matcher(p) for p in values)
+        return lambda v: type(v) is tuple and len(v) == len(items) and all(m(x) for m, x in zip(items, v))
+    if kind == "either":
+        options = tuple(_matcher(p) for p in values)
+        return lambda v: any(m(v) for m in options)
+    if kind == "dict-of":
+        item = _matcher(values[0])
+        return lambda v: type(v) is dict and all(item(x) for x in v.values())
+    if kind == "args-of":
+        return lambda v: _args_matcher(values[0])(v)
+    raise ValueError(f"unknown pattern {pattern!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _args_matcher(name: str):
+    """A predicate on an argument tuple: does it match any of the entry's allowed argument tuples?"""
+    entry = {e.name: e for e in allowlist.FASTAI_INTERNALS}.get(name)
+    if entry is None or entry.args is None:
+        return lambda args: False
+    shapes = [(len(allowed), tuple(_matcher(p) for p in allowed)) for allowed in entry.args
+              if not (len(allowed) == 1 and allowed[0].kind == "star")]
+    stars = [_matcher(allowed[0].values[0]) for allowed in entry.args if len(allowed) == 1 and allowed[0].kind == "star"]
+
+    def match(args) -> bool:
+        if type(args) is not tuple:
+            return False
+        n = len(args)
+        for length, matchers in shapes:
+            if n == length and all(m(a) for m, a in zip(matchers, args)):
+                return True
+        return any(all(m(a) for a in args) for m in stars)
+
+    return match
+
+
+def _show(value, depth: int = 0) -> str:
+    """A short description of a symbol for messages."""
+    t = type(value)
+    if t is Global:
+        return value.name
+    if t is Obj:
+        return f"<{value.type or value.made_by or 'computed'} object>"
+    if t is tuple:
+        inner = ", ".join(_show(v, depth + 1) for v in value[:4]) if depth < 2 else "..."
+        return f"({inner}{', ...' if len(value) > 4 else ''}{',' if len(value) == 1 else ''})"
+    if t is list:
+        return f"a list of {len(value)}"
+    if t is dict:
+        return f"a dict of {len(value)}"
+    if t is SSet:
+        return f"a set of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

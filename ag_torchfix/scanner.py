@@ -1,43 +1,51 @@
-"""Audit files and predictor directories without loading them: ``ag-torchfix scan``.
+"""Audit files and predictor directories: ``ag-torchfix scan``.
 
-Every pickle found (torch zip archives, torch's legacy format, plain and compressed pickles) is read
-opcode by opcode with ``pickle_scan`` (nothing is unpickled), attributed to its AutoGluon model from
-the predictor layout, and judged with ``policy``:
-- ``model-internals.pkl`` (fastai internals) against the allowlist the secure loader enforces;
-- AutoGluon's other pickles are loaded with full pickle and are not covered by ag_torchfix outside
-  strict mode: they need trust, unless something in them is plainly dangerous.  With ``strict=True``
-  (``scan --strict``) they are judged against the strict allowlist instead: will the directory load
-  in strict mode?
-Reading is bounded: records and streams are read in windows, compressed data is checked for
-implausible ratios, symlinked directories are not followed.
+Every pickle found (torch zip archives, torch's legacy format, plain and gzip/bz2/xz pickles) is
+read opcode by opcode with ``pickle_scan`` (nothing is unpickled), attributed to its AutoGluon model
+from the predictor layout, and judged with ``policy``:
+- ``model-internals.pkl`` by exactly the check the secure loader runs (``policy.check_internals``);
+- any other torch file: would torch's own ``torch.load(weights_only=True)`` load it, and which
+  globals would it need allowlisted (only this answer imports torch);
+- AutoGluon's other pickles are loaded with full pickle outside strict mode: they need trust, unless
+  they hold no globals at all (plain data) or something in them is plainly dangerous.  With
+  ``strict=True`` (``scan --strict``) the files strict mode loads are put through strict mode's own
+  restricted load and its checks of what AutoGluon later calls (nothing in them runs: that is what
+  strict mode guarantees), and files AutoGluon reads by other means need trust.
+Every pickle in a file is read (torch's legacy format holds several; data after the last STOP is
+reported and scanned when it parses as a pickle).  Findings made before a file turns out to be
+malformed are kept: a known danger wins.  Reading is bounded: pickles in windows, decompression by
+ratio, symlinked directories not followed, non-regular files never opened.  A failure on one file
+never aborts the run.
 """
 
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import lzma
 import os
 import stat
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from . import pickle_scan, policy
+from . import archive, pickle_scan, policy
 
-SCHEMA = "ag_torchfix.scan/1"
+SCHEMA = "ag_torchfix.scan/2"
 
 ALLOWED, NEEDS_TRUST, DANGEROUS, UNREADABLE = "allowed", "needs-trust", "dangerous", "unreadable"
 # Exit codes, and which verdict wins when a run has several (a known danger outranks everything).
 EXIT_CODES = {ALLOWED: 0, NEEDS_TRUST: 1, DANGEROUS: 2, UNREADABLE: 3}
 _PRECEDENCE = (DANGEROUS, UNREADABLE, NEEDS_TRUST, ALLOWED)
 
-MAX_RECORD = 8 << 30  # a data.pkl record larger than this is refused as implausible
-MAX_RATIO = 1000  # compressed records inflating more than this are treated as zip bombs
+MAX_DECOMPRESSION_RATIO = 100  # gzip/bz2/xz pickles inflating more than this are treated as bombs
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib")
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
-COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.open), b"BZh": ("bz2", bz2.open), b"\xfd7zXZ\x00": ("xz", lzma.open)}
+LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, its storage keys; raw storages follow
+COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.GzipFile), b"BZh": ("bz2", bz2.BZ2File), b"\xfd7zXZ\x00": ("xz", lzma.LZMAFile)}
+# Files strict mode loads through AutoGluon's load_pkl.load (relative to the predictor root).
+STRICT_LOADED = ("predictor.pkl", "learner.pkl", "models/trainer.pkl")
 
 
 @dataclass
@@ -53,7 +61,7 @@ class FileReport:
     path: str
     model: str | None
     kind: str  # torch-zip, torch-legacy, pickle, gzip-pickle, ...
-    role: str  # fastai-internals, autogluon-pickle, pickle
+    role: str  # fastai-internals, autogluon-pickle, torch-archive, pickle, ...
     covered: bool  # loaded by ag_torchfix's secure loader (or strict mode, with --strict)
     verdict: str
     size: int = 0
@@ -61,6 +69,8 @@ class FileReport:
     constructs: list[str] = field(default_factory=list)
     error: str | None = None
     note: str | None = None
+    pickles: int = 1  # pickles read in the file
+    trailing: int | None = None  # offset of bytes after the last pickle that are not a pickle
 
 
 @dataclass
@@ -110,7 +120,7 @@ def scan_paths(paths: Iterable[str], *, strict: bool = False,
         if progress:
             progress(done, len(plan), path)
         files.append(_unreadable(path, problem) if problem else scan_file(path, strict=strict))
-    directories = [_directory_report(root, [f for (r, _, _), f in zip(plan, files) if r == root], strict)
+    directories = [_directory_report(root, [f for (r, _, _), f in zip(plan, files) if r == root])
                    for root in roots if os.path.isdir(root) and not os.path.islink(root)]
     return Report(files, directories, strict)
 
@@ -119,128 +129,261 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
     """Scan one file, whatever it is; never raises for bad input."""
     model = model_of(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
+        from .secure_load import open_regular
+
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
             head = fh.read(16)
             fh.seek(0)
             if not head:
                 return _unreadable(path, "empty file", model=model)
-            if head.startswith(b"PK\x03\x04"):
+            if archive.is_zip(head):
                 return _scan_torch_zip(path, fh, model, size, strict)
             for magic, (kind, opener) in COMPRESSED.items():
                 if head.startswith(magic):
-                    with opener(fh) as inner:
-                        return _scan_plain(path, inner, f"{kind}-pickle", model, size, strict)
+                    with opener(fileobj=fh) as inner:
+                        return _scan_plain(path, _Inflated(inner, size), f"{kind}-pickle", model, size, strict)
             kind = "torch-legacy" if head.startswith(LEGACY_TORCH_MAGIC) else "pickle"
             return _scan_plain(path, fh, kind, model, size, strict)
     except OSError as exc:
-        return _unreadable(path, f"cannot read: {exc.strerror or exc}", model=model)
-    except (EOFError, ValueError, lzma.LZMAError, zipfile.BadZipFile) as exc:
-        return _unreadable(path, f"corrupt: {type(exc).__name__}: {exc}", model=model)
+        return _unreadable(path, _os_problem(path, exc), model=model)
+    except Exception as exc:  # one bad file never aborts the run
+        from .errors import SecureLoadError
+
+        reason = exc.reason if isinstance(exc, SecureLoadError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+        return _unreadable(path, f"cannot be read: {reason}", model=model)
 
 
 def model_of(path: str) -> str | None:
     """The AutoGluon model a file belongs to, from the predictor layout (None outside a predictor)."""
+    root, rel = predictor_root(path)
+    if root is None:
+        return None
+    if rel[:1] == ["models"] and len(rel) >= 3:
+        # models/<model>/file, models/<model>/<bagged child>/file, models/<model>/utils/...
+        return rel[1] if len(rel) == 3 or rel[2] == "utils" else f"{rel[1]}/{rel[2]}"
+    if rel[:1] == ["models"]:
+        return "(trainer)"
+    if rel[:2] == ["utils", "attr"] and len(rel) >= 4:
+        return rel[2]
+    return "(predictor)" if len(rel) == 1 else f"({rel[0]})"
+
+
+def predictor_root(path: str) -> tuple[str | None, list[str]]:
+    """The predictor directory holding ``path`` (the nearest ancestor with a predictor.pkl) and the
+    path's components below it."""
     parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
-    for i in range(len(parts) - 1, -1, -1):
+    for i in range(len(parts) - 1, 0, -1):
         root = os.sep.join(parts[:i]) or os.sep
-        if os.path.isfile(os.path.join(root, "predictor.pkl")):
-            rel = parts[i:]
-            if rel[:1] == ["models"] and len(rel) >= 3:
-                # models/<model>/file, models/<model>/<bagged child>/file, models/<model>/utils/...
-                return rel[1] if len(rel) == 3 or rel[2] == "utils" else f"{rel[1]}/{rel[2]}"
-            if rel[:1] == ["models"]:
-                return "(trainer)"
-            if rel[:2] == ["utils", "attr"] and len(rel) >= 4:
-                return rel[2]
-            return "(predictor)" if len(rel) == 1 else f"({rel[0]})"
-    return None
+        if _is_predictor(root):
+            return root, parts[i:]
+    return None, parts
+
+
+@functools.lru_cache(maxsize=256)
+def _is_predictor(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, "predictor.pkl"))
 
 
 # --- kinds of files ---------------------------------------------------------------------------------
 
 def _scan_torch_zip(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
-    try:
-        archive = zipfile.ZipFile(fh)
-        records = [i for i in archive.infolist() if i.filename.count("/") == 1]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        return _unreadable(path, f"corrupt or truncated zip archive ({exc})", model=model, kind="torch-zip")
-    pickles = [i for i in records if i.filename.endswith("/data.pkl")]
-    if len(pickles) != 1:
-        problem = ("a TorchScript archive" if any(i.filename.endswith("/constants.pkl") for i in records)
-                   else f"a zip archive with {len(pickles)} data.pkl records, not a torch.save archive")
-        return _unreadable(path, f"it is {problem}", model=model, kind="zip")
-    info = pickles[0]
-    if info.file_size > MAX_RECORD or (info.compress_size and info.file_size > MAX_RATIO * info.compress_size
-                                       and info.file_size > (1 << 20)):
-        return _unreadable(path, f"implausible data.pkl record ({info.file_size} bytes from {info.compress_size}; "
-                                 "zip bomb?)", model=model, kind="torch-zip")
     internals = os.path.basename(path) == "model-internals.pkl"
     role = "fastai-internals" if internals else "torch-archive"
-    try:
-        with archive.open(info) as data:
-            result = pickle_scan.scan(data)
-            while data.read(1 << 20):  # drain to the end so that the CRC is checked
-                pass
-    except pickle_scan.ScanError as exc:
-        return _unreadable(path, f"unreadable pickle: {exc}", model=model, kind="torch-zip", role=role)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        return _unreadable(path, f"corrupt zip record: {exc}", model=model, kind="torch-zip", role=role)
     if internals:
-        return _judged(path, model, "torch-zip", role, size, result, policy.fastai_internals(), covered=True)
-    return _judged(path, model, "torch-zip", role, size, result, policy.fastai_internals(), covered=False,
-                   note="torch archive that is not fastai internals: ag_torchfix does not load it")
+        try:
+            check = policy.check_internals(fh)
+        except policy.Unreadable as exc:
+            return _unreadable(path, str(exc), model=model, kind="torch-zip", role=role)
+        return _report(path, model, "torch-zip", role, size, check.scan, check.judgement, covered=True)
+    try:
+        arch = archive.open_archive(fh)
+        record = arch.find("data.pkl")
+        if record is None or arch.find("constants.pkl") is not None:
+            what = "a TorchScript archive" if record is not None else "a zip archive without data.pkl"
+            return _unreadable(path, f"it is {what}, not a torch.save archive", model=model, kind="zip", role=role)
+        data = archive.read_record(fh, arch, record, limit=archive.MAX_PICKLE)
+    except archive.ArchiveError as exc:
+        return _unreadable(path, f"it is not an archive torch would read the same way: {exc}", model=model,
+                           kind="torch-zip", role=role)
+    result = pickle_scan.scan(data)
+    return _torch_default_report(path, model, "torch-zip", size, [result])
+
+
+def _torch_default_report(path, model, kind, size, results) -> FileReport:
+    """Would ``torch.load(weights_only=True)`` load this (torch's own defaults), and what would it need?"""
+    merged = _merge(results)
+    verdict = policy.judge(merged, torch_default_profile())
+    report = _report(path, model, kind, "torch-archive", size, merged, verdict, covered=False, pickles=len(results))
+    if report.verdict == NEEDS_TRUST and not verdict.constructs:
+        needed = verdict.names(policy.UNKNOWN)
+        report.note = ("torch.load(weights_only=True) would need these globals allowlisted "
+                       "(torch.serialization.add_safe_globals): " + ", ".join(needed))
+    elif report.verdict == NEEDS_TRUST:
+        report.note = "torch.load(weights_only=True) would refuse it: " + "; ".join(verdict.constructs[:3])
+    elif report.verdict == ALLOWED:
+        report.note = "loads with torch's weights-only default (torch.load(weights_only=True))"
+    return report
 
 
 def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bool) -> FileReport:
     role = "autogluon-pickle" if model is not None else "pickle"
-    try:
-        result = pickle_scan.scan(fh)
-        if kind == "torch-legacy":  # magic, protocol, sys_info, then the object and its storage keys
-            for _ in range(4):
-                extra = pickle_scan.scan(fh)
-                for name, uses in extra.globals.items():
-                    result.globals.setdefault(name, set()).update(uses)
-                result.problems.extend(extra.problems)
-    except pickle_scan.ScanError as exc:
-        return _unreadable(path, f"not a readable pickle: {exc}", model=model, kind=kind, role=role)
+    reader = pickle_scan.Reader(fh)
     if kind == "torch-legacy":
-        return _judged(path, model, kind, "torch-legacy", size, result, policy.fastai_internals(), covered=False,
-                       note="torch's legacy (non-zip) format: the secure loader refuses it")
-    if strict:
+        results = pickle_scan.scan_all(reader, max_pickles=LEGACY_PICKLES)
+        if os.path.basename(path) == "model-internals.pkl":
+            merged = _merge(results)
+            verdict = policy.judge(merged, policy.fastai_internals())
+            report = _report(path, model, kind, "fastai-internals", size, merged, verdict, covered=True,
+                             pickles=len(results))
+            if report.verdict != DANGEROUS:
+                report.verdict = UNREADABLE
+                report.error = report.error or ("torch's legacy (non-zip) format: the secure loader reads only the "
+                                                "zip archives torch.save writes since torch 1.6")
+            return report
+        return _torch_default_report(path, model, kind, size, results)
+    results = pickle_scan.scan_all(reader)
+    trailing = None
+    if len(results) > 1 and results[-1].error is not None:
+        # bytes after the last pickle that are not a pickle: keep only known dangers found in them
+        tail = results.pop()
+        trailing = tail.start
+        for name in [n for n in tail.globals if policy.denylist.danger(n)]:
+            results[-1].globals.setdefault(name, set()).update(tail.globals[name])
+    merged = _merge(results)
+    if strict and _strict_loaded(path):
+        return _strict_report(path, fh, kind, model, size, merged, len(results), trailing)
+    verdict = policy.judge(merged, policy.strict())  # names classified; nothing here is covered
+    report = _report(path, model, kind, role, size, merged, verdict, covered=False, pickles=len(results),
+                     trailing=trailing, plain_data_ok=not merged.globals)
+    if strict and report.verdict == NEEDS_TRUST:
+        report.note = "AutoGluon does not read this file through load_pkl.load: strict mode does not cover it"
+    elif report.verdict == NEEDS_TRUST:
+        report.note = "AutoGluon loads this with full pickle; ag_torchfix covers it only in strict mode (--strict)"
+    return report
+
+
+def _strict_loaded(path: str) -> bool:
+    """Whether strict mode loads this file (AutoGluon reads it through load_pkl.load)."""
+    root, rel = predictor_root(path)
+    if root is None:
+        return False
+    rel_path = "/".join(rel)
+    return (rel_path in STRICT_LOADED or (rel[:1] == ["models"] and rel[-1] in ("model.pkl", "model_template.pkl",
+                                                                                "oof.pkl"))
+            or (rel[:1] == ["utils"] and rel[-1].endswith(".pkl")))
+
+
+def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> FileReport:
+    """Put the file through strict mode's own load (restricted unpickler, native checks, AutoGluon's
+    expectations): the verdict strict mode would reach.  Nothing from the file runs."""
+    from .errors import SecureLoadError, UnreadableFileError
+
+    verdict = policy.judge(merged, policy.strict())
+    report = _report(path, model, kind, "autogluon-pickle", size, merged, verdict, covered=True, pickles=pickles,
+                     trailing=trailing)
+    if report.verdict != ALLOWED:
+        return report
+    try:
         from . import strict_mode
 
-        return _judged(path, model, kind, role, size, result, strict_mode.profile(), covered=True,
-                       note="strict mode loads this with ag_torchfix's restricted unpickler")
-    return _judged(path, model, kind, role, size, result, policy.fastai_internals(), covered=False,
-                   note="AutoGluon loads this with full pickle; ag_torchfix covers it only in strict mode (--strict)")
+        raw = _raw_bytes(path)
+        opener = None
+        if kind != "pickle":
+            opener = {"gzip-pickle": gzip.GzipFile, "bz2-pickle": bz2.BZ2File, "xz-pickle": lzma.LZMAFile}[kind]
+            raw_opener = opener
+            opener = lambda stream: raw_opener(fileobj=stream)  # noqa: E731
+        strict_mode.load_pickle(raw, path=path, model=model, opener=opener)
+    except UnreadableFileError as exc:
+        report.verdict, report.error = UNREADABLE, exc.reason
+    except SecureLoadError as exc:
+        report.verdict = NEEDS_TRUST
+        report.constructs.append(exc.reason)
+    except ImportError as exc:
+        report.note = f"checked statically only: strict mode's load needs AutoGluon here ({exc})"
+    else:
+        report.note = "strict mode loads and validates this (restricted unpickler; nothing from it runs)"
+    return report
 
 
-def _judged(path, model, kind, role, size, result: pickle_scan.ScanResult, profile: policy.Profile, *,
-            covered: bool, note: str | None = None) -> FileReport:
-    verdict = policy.judge(result, profile if covered else _untorch(profile))
+def _raw_bytes(path: str) -> bytes:
+    from .secure_load import open_regular
+
+    with open_regular(path) as fh:
+        return fh.read()
+
+
+def _merge(results: list[pickle_scan.ScanResult]) -> pickle_scan.ScanResult:
+    if len(results) == 1:
+        return results[0]
+    merged = pickle_scan.ScanResult(protocol=results[0].protocol, start=results[0].start, end=results[-1].end)
+    for result in results:
+        for name, uses in result.globals.items():
+            merged.globals.setdefault(name, set()).update(uses)
+        merged.problems.extend(result.problems)
+        merged.opcodes |= result.opcodes
+        merged.error = merged.error or result.error
+    return merged
+
+
+@functools.lru_cache(maxsize=1)
+def torch_default_profile() -> policy.Profile:
+    """torch's own weights-only defaults plus the user's registered safe globals (imports torch)."""
+    from . import allowlist
+
+    try:
+        from torch import _weights_only_unpickler as wou
+
+        names = set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+    except Exception:  # no torch here: nothing is known to load
+        names = set()
+    entries = {n: allowlist.Entry(n, allowlist.CONSTRUCT, "allowed by torch's weights-only unpickler") for n in names}
+    return policy.Profile("torch-default", entries, {}, check_calls=False)
+
+
+def _report(path, model, kind, role, size, result: pickle_scan.ScanResult, verdict: policy.Judgement, *,
+            covered: bool, pickles: int = 1, trailing: int | None = None, plain_data_ok: bool = False) -> FileReport:
     globals_ = [GlobalReport(n, s, r, sorted(result.globals[n])) for n, (s, r) in verdict.globals.items()]
     constructs = list(verdict.constructs)
-    if any(p.kind == "out-of-band-buffer" for p in result.problems):
-        return FileReport(path, model, kind, role, covered, UNREADABLE, size, globals_, constructs,
-                          error="uses protocol 5 out-of-band buffers that are not in the file", note=note)
-    if any(g.status == policy.DANGEROUS for g in globals_):
-        outcome = DANGEROUS
-    elif covered and verdict.ok:
-        outcome = ALLOWED
-    else:
-        outcome = NEEDS_TRUST
-    return FileReport(path, model, kind, role, covered, outcome, size, globals_, constructs, note=note)
-
-
-def _untorch(profile: policy.Profile) -> policy.Profile:
-    """A file torch's weights-only unpickler will not load: its opcodes are not held against it."""
-    return policy.Profile(profile.name, profile.entries, profile.shims, profile.builtin, torch_opcodes_only=False)
+    error = f"not a readable pickle: {verdict.error}" if verdict.error else None
+    report = FileReport(path, model, kind, role, covered, NEEDS_TRUST, size, globals_, constructs,
+                        error=error, pickles=pickles, trailing=trailing)
+    if trailing is not None:
+        report.constructs.append(f"{size - trailing if size else '?'} bytes after the last pickle (at byte {trailing}) "
+                                 "are not a pickle: the loader ignores them; genuine files have none")
+    if verdict.dangerous:
+        report.verdict = DANGEROUS
+    elif verdict.error is not None:
+        report.verdict = UNREADABLE
+    elif any(p.kind == "out-of-band-buffer" for p in result.problems):
+        report.verdict, report.error = UNREADABLE, "uses protocol 5 out-of-band buffers that are not in the file"
+    elif (covered and verdict.ok or plain_data_ok and not verdict.constructs) and trailing is None:
+        report.verdict = ALLOWED
+        if plain_data_ok and not covered:
+            report.note = "plain data: no globals, so no unpickler can run anything from it"
+    return report
 
 
 def _unreadable(path: str, error: str, *, model=None, kind: str = "unknown", role: str = "unknown") -> FileReport:
-    return FileReport(path, model if model is not None else model_of(path) if os.path.exists(path) else None,
+    return FileReport(path, model if model is not None else model_of(path) if os.path.lexists(path) else None,
                       kind, role, False, UNREADABLE, error=error)
+
+
+class _Inflated:
+    """A decompressed stream that may not inflate more than MAX_DECOMPRESSION_RATIO times the file's size."""
+
+    def __init__(self, inner: BinaryIO, size: int):
+        self._inner = inner
+        self.limit = max(size, 1) * MAX_DECOMPRESSION_RATIO + (1 << 20)
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(self.limit + 1 - self.total if n < 0 else n)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise pickle_scan.ScanError(f"it inflates to more than {MAX_DECOMPRESSION_RATIO} times its size "
+                                        "(a decompression bomb?)")
+        return data
 
 
 # --- walking ----------------------------------------------------------------------------------------
@@ -253,7 +396,7 @@ def _discover(root: str) -> Iterator[tuple[str, str | None]]:
         yield root, _os_problem(root, exc)
         return
     if not stat.S_ISDIR(st.st_mode):
-        yield root, None if stat.S_ISREG(st.st_mode) else "not a regular file"
+        yield root, None if stat.S_ISREG(st.st_mode) else "not a regular file (a FIFO, device or socket): not opened"
         return
     errors: list[OSError] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append, followlinks=False):
@@ -267,7 +410,11 @@ def _discover(root: str) -> Iterator[tuple[str, str | None]]:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 continue  # a symlinked directory: not followed (no loops, no escaping the tree)
-            if stat.S_ISREG(st.st_mode) and _is_candidate(path):
+            if not stat.S_ISREG(st.st_mode):
+                if path.endswith(PICKLE_SUFFIXES):
+                    yield path, "not a regular file (a FIFO, device or socket): not opened"
+                continue
+            if _is_candidate(path):
                 yield path, None
     for exc in errors:
         yield exc.filename or root, _os_problem(exc.filename or root, exc)
@@ -282,15 +429,15 @@ def _is_candidate(path: str) -> bool:
     except OSError:
         return True  # reported when scanned
     return head[:1] == b"\x80" or any(head.startswith(m) for m in COMPRESSED) or (
-        head.startswith(b"PK\x03\x04") and _zip_has_data_pkl(path))
+        archive.is_zip(head) and _zip_has_data_pkl(path))
 
 
 def _zip_has_data_pkl(path: str) -> bool:
     try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("/data.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
+        with open(path, "rb") as fh:
+            return archive.open_archive(fh).find("data.pkl") is not None
+    except (archive.ArchiveError, OSError):
+        return True  # a broken zip where a pickle could be: reported when scanned
 
 
 def _os_problem(path: str, exc: OSError) -> str:
@@ -303,7 +450,7 @@ def _os_problem(path: str, exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-def _directory_report(root: str, files: list[FileReport], strict: bool) -> DirectoryReport:
+def _directory_report(root: str, files: list[FileReport]) -> DirectoryReport:
     rel = lambda f: os.path.relpath(f.path, root)  # noqa: E731
     return DirectoryReport(
         path=root,

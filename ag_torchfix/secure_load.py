@@ -1,37 +1,32 @@
 """The secure loader for AutoGluon's fastai ``model-internals.pkl``.
 
-1. Read the torch zip archive's ``data.pkl`` opcodes statically (nothing runs) and refuse, naming
-   every problem at once, if it references anything outside the allowlist or uses a construct the
-   loader refuses.
+1. Read the torch zip archive once (``policy.check_internals``: the archive's structure, its
+   ``data.pkl`` opcodes, every call's arguments and every BUILD's state, every storage record) and
+   refuse, naming every problem at once, before torch reads a byte.
 2. Load it with ``torch.load(weights_only=True, map_location="cpu")`` under a scope holding only the
    allowlisted names this file references (per thread; torch's process-wide set is untouched).
 3. Check that the result is a fastai Learner, then do what ``load_learner(cpu=True)`` does.
-Only if that fails and the file is trusted (see ``trust``) does the original full-pickle loader run,
-with a TrustedFallbackWarning; never when TORCH_FORCE_WEIGHTS_ONLY_LOAD is set.
+Only if that fails and the file is trusted (``fallback``) does the original full-pickle loader run,
+with a TrustedFallbackWarning; never when TORCH_FORCE_WEIGHTS_ONLY_LOAD is set.  A missing or
+unopenable path raises the operating system's own error, as AutoGluon's loader would.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
+import stat
 import sys
 import warnings
-import zipfile
 from typing import BinaryIO
 
-from . import allowlist, pickle_scan, policy, shims, torch_scope, trust
-from .errors import (
-    DisallowedGlobalsError,
-    SecureLoadError,
-    TrustedFallbackWarning,
-    UnreadableFileError,
-    UnsupportedTorchError,
-    refusal_summary,
-)
+from . import allowlist, fallback, policy, shims, torch_scope, trust
+from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
 
-_ENTRIES = {e.name: e for e in allowlist.FASTAI_INTERNALS}
-MAX_PICKLE_RECORD = 256 << 20  # data.pkl holds the object graph only; tensor bytes are separate records
+MAX_UNSEEKABLE = 4 << 30  # a stream that cannot seek is buffered in memory, up to this size
+
 _DTYPE_CLASSES = tuple(e.name for e in allowlist.FASTAI_INTERNALS if e.name.startswith("numpy.dtypes."))
 
 
@@ -43,38 +38,82 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
     """
     if isinstance(file, (str, os.PathLike)):
         path = path or os.fspath(file)
-        with open(file, "rb") as fh:
+        with open_regular(file) as fh:
             return load_learner(fh, path=path, model=model)
     if not callable(getattr(file, "read", None)):
         raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")
     path = path or getattr(file, "name", None)
-    stream = file if _seekable(file) else io.BytesIO(file.read())
+    stream = file if _seekable(file) else _buffer(file, path, model)
     start = stream.tell()
     try:
-        return _load_secure(stream, start, path, model)
-    except UnreadableFileError:
-        raise  # empty, corrupt or not AutoGluon's format: full pickle would not help, never fall back
+        return _load_secure(stream, path, model)
     except SecureLoadError as err:
-        source = trust.trust_source(path)
-        if source is None or err.forced:
-            raise
-        warnings.warn(
-            f"ag_torchfix: {path} is trusted ({source}) and failed the secure load ({refusal_summary(err)}); "
-            "loading it with full pickle.",
-            TrustedFallbackWarning,
-            stacklevel=2,
-        )
+        def read(limit: int) -> bytes:
+            stream.seek(start)
+            return stream.read(limit)
+
+        door = fallback.open_door(err, path, read, what="secure load")
+        if door.data is not None:
+            return _load_full_pickle(io.BytesIO(door.data))
         stream.seek(start)
         return _load_full_pickle(stream)
 
 
-def _load_secure(stream: BinaryIO, start: int, path: str | None, model: str | None):
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a file for reading, refusing FIFOs, devices and directories before anything blocks on them.
+    A missing or unreadable path raises the OS's own error."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=os.fspath(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike, model: str | None = None) -> None:
+    """Refuse a path that exists but is not a regular file (opening a FIFO would hang); missing paths are
+    left to the caller's own open(), so the user sees the usual FileNotFoundError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=os.fspath(path),
+                                  model=model)
+
+
+def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     reason = torch_scope.unsupported_reason()
     if reason is not None:
         raise UnsupportedTorchError(f"{reason}; secure loading is unavailable", **where)
-    scan = _scan_archive(stream, where)
-    scope = _scope_for(scan, where)
+    start = stream.tell()
+    head = stream.read(4)
+    stream.seek(start)
+    if not head:
+        raise UnreadableFileError("the file is empty", **where)
+    if head[:1] == b"\x80":
+        raise UnreadableFileError(
+            "it is in torch's legacy (non-zip) format or is a plain pickle; the secure loader reads only "
+            "torch zip archives (torch.save's format since torch 1.6, which AutoGluon writes)", **where)
+    if head != b"PK\x03\x04":
+        raise UnreadableFileError(f"it is not a torch zip archive (starts with {head!r})", **where)
+    try:
+        check = policy.check_internals(stream)
+    except policy.Unreadable as exc:
+        raise UnreadableFileError(str(exc), **where) from None
+    verdict = check.judgement
+    if verdict.error is not None and not verdict.dangerous:
+        raise UnreadableFileError(f"its pickle is unreadable ({verdict.error})", **where)
+    if not verdict.ok:
+        constructs = verdict.constructs + ([f"unreadable past a point: {verdict.error}"] if verdict.error else [])
+        raise DisallowedGlobalsError(verdict.disallowed_labels(), constructs, **where)
+    scope = _scope_for(frozenset(check.scan.globals), path, model)
     stream.seek(start)
     import torch
 
@@ -86,18 +125,17 @@ def _load_secure(stream: BinaryIO, start: int, path: str | None, model: str | No
     except pickle.UnpicklingError as exc:
         raise DisallowedGlobalsError([], [f"torch's weights-only unpickler refused it: {_first_line(exc)}"],
                                      **where) from exc
-    except RuntimeError as exc:
-        if any(s in str(exc) for s in ("PytorchStreamReader", "zip archive", "CRC")):
-            raise UnreadableFileError(f"torch could not read the archive ({_first_line(exc)})", **where) from exc
-        raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
-    except Exception as exc:
+    except Exception as exc:  # torch's reader (RuntimeError), a rebuild function or a shim refusing its input
         raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
     from fastai.learner import Learner
 
     if not isinstance(learner, Learner):
         raise DisallowedGlobalsError([], [f"the file holds a {type(learner).__qualname__}, not a fastai Learner"],
                                      **where)
-    return _to_cpu(learner)
+    try:
+        return _to_cpu(learner)
+    except Exception as exc:
+        raise SecureLoadError(f"the loaded learner is inconsistent ({_first_line(exc)})", **where) from exc
 
 
 def _to_cpu(learner):
@@ -112,64 +150,39 @@ def _to_cpu(learner):
     return learner
 
 
-def _scan_archive(stream: BinaryIO, where: dict) -> pickle_scan.ScanResult:
-    start = stream.tell()
-    head = stream.read(4)
-    stream.seek(start)
-    if not head:
-        raise UnreadableFileError("the file is empty", **where)
-    if head[:1] == b"\x80":
-        raise UnreadableFileError(
-            "it is in torch's legacy (non-zip) format or is a plain pickle; the secure loader reads only "
-            "torch zip archives (torch.save's format since torch 1.6, which AutoGluon writes)", **where)
-    if head != b"PK\x03\x04":
-        raise UnreadableFileError(f"it is not a torch zip archive (starts with {head!r})", **where)
+def _scope_for(names: frozenset[str], path: str | None, model: str | None) -> torch_scope.Scope:
     try:
-        archive = zipfile.ZipFile(stream)
-        records = [i for i in archive.infolist() if i.filename.count("/") == 1]
-        pickles = [i for i in records if i.filename.endswith("/data.pkl")]
-        if any(i.filename.endswith("/constants.pkl") for i in records):
-            raise UnreadableFileError("it is a TorchScript archive, not a torch.save archive", **where)
-        if len(pickles) != 1:
-            raise UnreadableFileError(f"it is not a torch.save archive ({len(pickles)} data.pkl records)", **where)
-        if pickles[0].file_size > MAX_PICKLE_RECORD:
-            raise UnreadableFileError(f"its pickle record is {pickles[0].file_size} bytes, over the "
-                                      f"{MAX_PICKLE_RECORD}-byte bound for fastai internals", **where)
-        record = archive.read(pickles[0])  # checks the CRC; tensors live in other records
-        return pickle_scan.scan(io.BytesIO(record))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
-        raise UnreadableFileError(f"it is a corrupt or truncated zip archive ({_first_line(exc)})", **where) from exc
-    except pickle_scan.ScanError as exc:
-        raise UnreadableFileError(f"its pickle is unreadable ({exc})", **where) from exc
+        return _scope_cached(names)
+    except LookupError as exc:
+        raise SecureLoadError(
+            "it references allowlisted names this environment cannot import: " + ", ".join(sorted(exc.args[0]))
+            + " (was it written by another fastai/fastcore version?)", path=path, model=model,
+            forced=trust.platform_forces_weights_only()) from None
 
 
-def _scope_for(scan: pickle_scan.ScanResult, where: dict) -> torch_scope.Scope:
-    """Refuse unless every global is allowed; then resolve exactly the allowlisted names the file uses."""
+@functools.lru_cache(maxsize=64)
+def _scope_cached(names: frozenset[str]) -> torch_scope.Scope:
+    """Exactly the allowlisted objects a file references (the same few sets recur: cached)."""
     profile = policy.fastai_internals()
-    verdict = policy.judge(scan, profile)
-    if not verdict.ok:
-        raise DisallowedGlobalsError(verdict.disallowed_labels(), verdict.constructs, **where)
-
     shim_objects = shims.shim_objects()
     by_name, callables, missing = {}, list(shim_objects.values()), []
-    for name in scan.globals:
-        if name in profile.builtin:
-            continue
+    for name in names:
+        entry = profile.entries.get(name)
         if name in shim_objects:
             by_name[name] = shim_objects[name]
             continue
+        if entry is None or entry.torch_default:
+            continue  # torch resolves its own defaults
         try:
             obj = shims.resolve(name)
         except LookupError:
             missing.append(name)
             continue
         by_name[name] = obj
-        if _ENTRIES[name].use != allowlist.REFERENCE:
+        if entry.use != allowlist.REFERENCE:
             callables.append(obj)
     if missing:
-        raise SecureLoadError(
-            "it references allowlisted names this environment cannot import: " + ", ".join(sorted(missing))
-            + " (was it written by another fastai/fastcore version?)", **where)
+        raise LookupError(missing)
     for name in _DTYPE_CLASSES:  # dtype instances are BUILT with their class, which files never name
         try:
             callables.append(shims.resolve(name))
@@ -194,6 +207,13 @@ def _load_full_pickle(stream: BinaryIO):
         pathlib.WindowsPath = windows_path
 
 
+def _buffer(file, path, model) -> io.BytesIO:
+    data = file.read(MAX_UNSEEKABLE + 1)
+    if len(data) > MAX_UNSEEKABLE:
+        raise UnreadableFileError(f"the stream is larger than {MAX_UNSEEKABLE} bytes", path=path, model=model)
+    return io.BytesIO(data)
+
+
 def _seekable(file) -> bool:
     try:
         return bool(file.seekable())
@@ -206,4 +226,4 @@ def _first_line(exc: BaseException) -> str:
     if "Weights only load failed" in str(exc) and isinstance(exc.__context__, Exception):
         exc = exc.__context__
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__

@@ -8,11 +8,18 @@ unpickled by ``StrictUnpickler``, which, like torch's weights-only unpickler:
 - resolves only allowlisted names (``allowlist.STRICT``) and the strict shims;
 - calls (REDUCE) only CONSTRUCT/CALL entries and shims, constructs (NEWOBJ) only CONSTRUCT classes;
 - BUILDs only instances of CONSTRUCT classes (class objects included in the refusal), looking
-  ``__setstate__`` up on the type so an instance cannot smuggle in its own;
+  ``__setstate__`` up on the type so an instance cannot smuggle in its own; a state may not plant a
+  dunder name (``allowlist.DUNDER_STATE``) and a slot state may only set the class's real
+  ``__slots__``, so BUILD can never change an object's ``__class__``; numpy dtype and array states
+  are checked (forged dtype flags and short object lists crash numpy), and native model state is
+  validated before the native library parses it (``native``);
 - sets items only on dicts, OrderedDicts and shimmed defaultdicts, appends only to lists and sets;
 - refuses INST/OBJ, extension codes and persistent ids.
-The fastai internals keep going through the secure torch loader.  Trust (context, env var, path
-list) lifts strict mode for trusted predictors only, after the strict load was tried.
+After unpickling, each file's object is checked against what AutoGluon itself writes there
+(``dispatch``): its kind, and every class-valued attribute AutoGluon later dispatches on.
+The fastai internals keep going through the secure torch loader.  Trust lifts strict mode for
+trusted predictors only, after the strict load was tried (``fallback``); never when torch forces
+weights-only loading.  A missing or unreadable path raises AutoGluon's (the OS's) own error.
 """
 
 from __future__ import annotations
@@ -20,25 +27,19 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import inspect
 import io
+import math
 import os
 import pickle
 import sys
-import warnings
 
-from . import allowlist, pickle_scan, policy, shims, trust
-from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
-from .errors import (
-    DisallowedGlobalsError,
-    SecureLoadError,
-    TrustedFallbackWarning,
-    UnreadableFileError,
-    refusal_summary,
-)
+from . import allowlist, fallback, pickle_scan, policy, shims, trust
+from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, MARK, strict_env_enabled
+from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
 
 _context: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ag_torchfix_strict", default=None)
 _process_default = False
-_original_load = None
 
 
 class strict:
@@ -73,10 +74,8 @@ def set_process_default(enabled: bool) -> None:
 
 # --- the policy: which objects may do what ----------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
 def profile() -> policy.Profile:
-    return policy.Profile("strict", {e.name: e for e in allowlist.STRICT}, frozenset(allowlist.STRICT_SHIMS),
-                          torch_opcodes_only=False)
+    return policy.strict()
 
 
 class _Objects:
@@ -156,15 +155,45 @@ def _strict_partial(func, *args):
 
 
 def _strict_load_from_bytes(data):
-    """torch.storage._load_from_bytes, weights-only: the bytes may only hold a storage."""
+    """torch.storage._load_from_bytes, weights-only: the bytes may only hold one storage, whose size header,
+    element count and byte count agree (torch allocates what the pickle declares before reading)."""
     import torch
 
     if type(data) is not bytes:
         raise pickle.UnpicklingError("torch storage bytes expected")
+    problem = _legacy_storage_problem(data)
+    if problem:
+        raise pickle.UnpicklingError(f"torch storage bytes refused: {problem}")
     storage = torch.load(io.BytesIO(data), weights_only=True)
     if not isinstance(storage, (torch.UntypedStorage, torch.storage.TypedStorage)):
         raise pickle.UnpicklingError(f"torch storage expected, got {type(storage).__qualname__}")
     return storage
+
+
+def _legacy_storage_problem(data: bytes) -> str | None:
+    """torch's legacy format for one storage: five pickles (magic, protocol, sys info, the storage's persistent
+    id, its keys), then an 8-byte element count and the elements."""
+    reader = pickle_scan.Reader(data)
+    results = pickle_scan.scan_all(reader, max_pickles=5)
+    if len(results) != 5 or any(r.error or r.globals.keys() - _LEGACY_GLOBALS for r in results):
+        return "not torch's legacy format for a single storage"
+    storage, keys = results[3].value, results[4].value
+    pid = storage.args if type(storage) is pickle_scan.Obj and storage.made_by == "persistent id" else None
+    if not (type(pid) is tuple and len(pid) == 6 and pid[0] == "storage" and type(pid[1]) is pickle_scan.Global
+            and type(pid[4]) is int and keys == [pid[2]]):
+        return "its persistent id is not one storage"
+    itemsize = 1 if pid[1].name == _UNTYPED else allowlist.STORAGE_ITEMSIZE.get(pid[1].name.removeprefix("torch."))
+    rest = data[reader.offset:]
+    if itemsize is None or len(rest) < 8:
+        return "unknown storage type or missing data"
+    numel = int.from_bytes(rest[:8], "little")
+    if numel != pid[4] or 8 + numel * itemsize != len(rest):
+        return f"it declares {pid[4]} elements but holds {len(rest) - 8} bytes"
+    return None
+
+
+_UNTYPED = "torch.storage.UntypedStorage"  # what torch >= 2 pickles; its element count is in bytes
+_LEGACY_GLOBALS = frozenset(f"torch.{name}" for name in allowlist.STORAGE_ITEMSIZE) | {_UNTYPED}
 
 
 _SHIMS = {
@@ -226,9 +255,18 @@ class StrictUnpickler(pickle._Unpickler):
             _check_partial_func(state[0])
         elif _objects.use_of(cls) != allowlist.CONSTRUCT:
             raise pickle.UnpicklingError(f"BUILD on {_describe(inst)}: its type is not allowlisted")
+        else:
+            problem = build_problem(inst, state)
+            if problem:
+                raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
         setstate = getattr(cls, "__setstate__", None)  # from the type: an instance cannot bring its own
         if setstate is not None and setstate is not getattr(object, "__setstate__", None):
             setstate(inst, state)
+            after = _AFTER_BUILD.get(_family(cls))
+            if after is not None:
+                problem = after(inst)
+                if problem:
+                    raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
             return
         slotstate = None
         if isinstance(state, tuple) and len(state) == 2:
@@ -289,92 +327,342 @@ def _describe(obj) -> str:
     return f"a {cls.__module__}.{cls.__qualname__}"
 
 
+# --- BUILD states, at run time -------------------------------------------------------------------------
+
+def build_problem(inst, state) -> str | None:
+    """Why this BUILD could plant a dunder, change the object's class, or crash a native parser; None if fine."""
+    family = _family(type(inst))
+    if family in allowlist.STRICT_SEQUENCE_STATE:
+        check = _SEQUENCE_CHECKS.get(family)
+        return check(inst, state) if check is not None else None
+    problem = _mapping_problem(state, _slot_names(type(inst)))
+    if problem:
+        return problem
+    native_check = _NATIVE_CHECKS.get(family)
+    return native_check(inst, state) if native_check is not None else None
+
+
+def _mapping_problem(state, slots: frozenset[str]) -> str | None:
+    if state is None:
+        return None
+    slot_state = None
+    if type(state) is tuple and len(state) == 2:
+        state, slot_state = state
+    for part, what in ((state, "state"), (slot_state, "slot state")):
+        if part is None or (what == "slot state" and part == {}):
+            continue
+        if type(part) is not dict:
+            return f"its {what} is a {type(part).__qualname__}, not a plain dict"
+        for key, value in part.items():
+            if type(key) is not str:
+                return f"its {what} has a {type(key).__qualname__} key (only plain strings)"
+            if pickle_scan.is_dunder(key):
+                rule = allowlist.DUNDER_STATE.get(key) or allowlist.STRICT_DUNDER_STATE.get(key)
+                if rule is None or not _value_matches(value, rule[0]):
+                    return f"its {what} sets {key} (a dunder name: it would shadow or replace the class's own)"
+            elif what == "slot state" and key not in slots:
+                return f"its slot state sets {key!r}, which is not one of the class's __slots__"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _slot_names(cls: type) -> frozenset[str]:
+    names = set()
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names.update([slots] if isinstance(slots, str) else slots)
+    return frozenset(n for n in names if not pickle_scan.is_dunder(n))
+
+
+def _value_matches(value, pattern: allowlist.Pattern) -> bool:
+    kind = pattern.kind
+    if kind == "dict":
+        return type(value) is dict
+    if kind == "empty-dict":
+        return type(value) is dict and not value
+    if kind == "str":
+        return type(value) is str
+    if kind == "none":
+        return value is None
+    if kind == "either":
+        return any(_value_matches(value, p) for p in pattern.values)
+    if kind == "made":
+        return any(f"{type(value).__module__}.{type(value).__qualname__}" == t for t in pattern.values)
+    if kind == "dict-of":
+        return type(value) is dict and all(_value_matches(v, pattern.values[0]) for v in value.values())
+    if kind == "global":
+        return isinstance(value, type) or callable(value) and hasattr(value, "__qualname__")
+    if kind == "object":
+        return not isinstance(value, type) and not inspect.isroutine(value)
+    return False
+
+
+def _family(cls: type) -> str:
+    """The allowlist name a BUILD rule is keyed by (numpy's dtype classes all count as numpy.dtype)."""
+    import numpy
+
+    if isinstance(cls, type) and issubclass(cls, numpy.dtype):
+        return "numpy.dtype"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _ndarray_problem(inst, state) -> str | None:
+    import numpy
+
+    if not (type(state) is tuple and len(state) in (4, 5)):
+        return "its state is not (version, shape, dtype, fortran, data)"
+    shape, dtype, data = state[-4], state[-3], state[-1]
+    if not (type(shape) is tuple and all(type(n) is int and n >= 0 for n in shape) and isinstance(dtype, numpy.dtype)):
+        return "its shape or dtype is malformed"
+    problem = _dtype_problem(dtype)
+    if problem:
+        return problem
+    if dtype.hasobject and (dtype.names is not None or type(data) is not list or len(data) != math.prod(shape)):
+        return (f"an object array of shape {shape} needs a list of exactly {math.prod(shape)} items "
+                "(numpy reads past a shorter list)")
+    return None
+
+
+def _dtype_problem(dtype) -> str | None:
+    """A dtype must be one numpy itself builds from its description: BUILD can set flags, fields and sizes
+    that make numpy read object pointers from raw bytes."""
+    import numpy
+
+    try:
+        if dtype.names is None:
+            canonical = numpy.dtype(dtype.str) if dtype.subdtype is None else numpy.dtype(dtype.descr)
+        else:
+            canonical = numpy.dtype({"names": list(dtype.names),
+                                     "formats": [dtype.fields[n][0] for n in dtype.names],
+                                     "offsets": [dtype.fields[n][1] for n in dtype.names],
+                                     "itemsize": dtype.itemsize})
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        return f"its dtype {dtype!r} is inconsistent ({exc})"
+    if (canonical != dtype or canonical.flags != dtype.flags or canonical.itemsize != dtype.itemsize
+            or canonical.hasobject != dtype.hasobject or canonical.alignment != dtype.alignment):
+        return f"its dtype state is not one numpy would write (flags {dtype.flags}, itemsize {dtype.itemsize})"
+    return None
+
+
+def _dtype_state_problem(inst, state) -> str | None:
+    return None  # checked after BUILD (_AFTER_BUILD): numpy's own parser is the reference
+
+
+_SEQUENCE_CHECKS = {"numpy.ndarray": _ndarray_problem, "numpy.dtype": _dtype_state_problem}
+_AFTER_BUILD = {"numpy.dtype": _dtype_problem}
+
+
+def _native_check(check):
+    """A BUILD-state check that hands the native part of the state to ``native`` before the library parses it."""
+    def run(inst, state):
+        from . import native
+
+        try:
+            check(native, inst, state)
+        except native.NativeStateError as exc:
+            return str(exc)
+        return None
+
+    return run
+
+
+def _lightgbm_text(native, inst, state):
+    text = state.get("_handle") if isinstance(state, dict) else None
+    if not isinstance(text, str):
+        raise native.NativeStateError("a LightGBM booster's state must hold its model text")
+    native.check_lightgbm_model(text)
+
+
+def _catboost_blob(native, inst, state):
+    blob = state.get("__model") if isinstance(state, dict) else None
+    if not isinstance(blob, bytes):
+        raise native.NativeStateError("a CatBoost model's state must hold its model bytes")
+    native.check_catboost_blob(blob)
+
+
+# type -> check of the native state its __setstate__ hands to compiled code (native.py says what is checked)
+_NATIVE_CHECKS = {
+    "sklearn.tree._tree.Tree": _native_check(lambda native, inst, state: native.check_sklearn_tree(inst, state)),
+    "lightgbm.basic.Booster": _native_check(_lightgbm_text),
+    "catboost.core.CatBoostClassifier": _native_check(_catboost_blob),
+    "catboost.core.CatBoostRegressor": _native_check(_catboost_blob),
+}
+
+
 # --- loading one file ----------------------------------------------------------------------------------
 
-def load_pickle(opener, *, path: str, model: str | None = None):
-    """Scan, then strictly unpickle, what ``opener()`` yields (a fresh binary stream each call)."""
-    where = {"path": path, "model": model}
+def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None):
+    """Scan, then strictly unpickle, a pickle's bytes (``opener(raw)`` decompresses them when AutoGluon
+    wrote them compressed), then check the object against what AutoGluon writes at ``path``."""
+    where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
+    stream = (lambda: opener(io.BytesIO(data))) if opener is not None else (lambda: io.BytesIO(data))
     try:
-        with opener() as stream:
-            scan = pickle_scan.scan(stream)
-    except pickle_scan.ScanError as exc:
-        raise UnreadableFileError(f"it is not a readable pickle ({exc})", **where) from exc
-    except (OSError, EOFError, ValueError) as exc:
-        raise UnreadableFileError(f"it cannot be read ({type(exc).__name__}: {exc})", **where) from exc
+        with stream() as fh:
+            scan = pickle_scan.scan(fh, limits=profile().limits)
+    except (OSError, EOFError, ValueError) as exc:  # a compressed stream that does not decompress
+        raise UnreadableFileError(f"it cannot be decompressed ({type(exc).__name__}: {exc})", **where) from exc
     verdict = policy.judge(scan, profile())
     if any(p.kind == "out-of-band-buffer" for p in scan.problems):
         raise UnreadableFileError("it uses protocol 5 out-of-band buffers that are not in the file", **where)
+    if verdict.error is not None and not verdict.dangerous:
+        raise UnreadableFileError(f"it is not a readable pickle ({verdict.error})", **where)
     if not verdict.ok:
-        raise DisallowedGlobalsError(verdict.disallowed_labels(), verdict.constructs, **where)
+        constructs = verdict.constructs + ([f"unreadable past a point: {verdict.error}"] if verdict.error else [])
+        raise DisallowedGlobalsError(verdict.disallowed_labels(), constructs, **where)
     try:
-        with opener() as stream:
-            return StrictUnpickler(stream).load()
+        with stream() as fh:
+            obj = StrictUnpickler(fh).load()
     except pickle.UnpicklingError as exc:
         raise DisallowedGlobalsError([], [f"the strict unpickler refused it: {exc}"], **where) from exc
-    except Exception as exc:
-        raise SecureLoadError(f"rebuilding it under the strict allowlist failed ({type(exc).__name__}: {exc})",
-                              **where) from exc
+    except Exception as exc:  # TypeError, ValueError, RecursionError, MemoryError ... from crafted state
+        raise SecureLoadError(f"rebuilding it under the strict allowlist failed ({type(exc).__name__}: "
+                              f"{str(exc)[:300]})", **where) from exc
+    from . import dispatch
+
+    problem = dispatch.check_file(obj, path)
+    if problem:
+        raise DisallowedGlobalsError([], [problem], **where)
+    return obj
 
 
 # --- AutoGluon's load_pkl.load, strict when strict mode is on -------------------------------------------
 
 def apply(module) -> None:
-    """Wrap ``autogluon.common.loaders.load_pkl.load`` (idempotent)."""
-    global _original_load
-    if getattr(module.load, "__wrapped__", None) is not None and module.load.__module__ == __name__:
+    """Wrap ``autogluon.common.loaders.load_pkl.load`` (idempotent).  The wrapper keeps the original's
+    name, module, qualified name, docstring and signature, so it pickles by reference like the original."""
+    if getattr(module.load, MARK, False):
         return
-    _original_load = module.load
+    original = module.load
+    signature = inspect.signature(original)
 
-    @functools.wraps(_original_load)
-    def load(path, *args, **kwargs):
+    @functools.wraps(original)
+    def load(*args, **kwargs):
         if not is_active():
-            return _original_load(path, *args, **kwargs)
-        return _strict_load_pkl(module, path, *args, **kwargs)
+            return original(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return original(*args, **kwargs)  # AutoGluon's own error for a bad call
+        return _strict_load_pkl(module, original, bound)
 
-    load.__module__ = __name__
+    setattr(load, MARK, True)
     module.load = load
 
 
 def remove() -> None:
     module = sys.modules.get(TARGET_MODULE)
-    if module is not None and getattr(module.load, "__module__", None) == __name__:
+    if module is not None and getattr(module.load, MARK, False):
         module.load = module.load.__wrapped__
 
 
 def is_applied() -> bool:
     module = sys.modules.get(TARGET_MODULE)
-    return module is not None and getattr(module.load, "__module__", None) == __name__
+    return module is not None and getattr(module.load, MARK, False)
 
 
-def _strict_load_pkl(module, path, format=None, verbose=True, *args, **kwargs):
-    """AutoGluon's load_pkl.load with pickle.load replaced by the strict loader."""
-    from . import scanner
+def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
+    """AutoGluon's load_pkl.load with pickle.load replaced by the strict loader.  The file's bytes are read
+    once: the scan, the strict unpickling and a lock's hash all see the same bytes."""
+    from . import secure_load
 
-    path = os.fspath(path)
-    model = scanner.model_of(path) if "://" not in path else None
-    try:
-        if module.s3_utils.is_s3_url(path):
-            import boto3
+    arguments = bound.arguments
+    path = os.fspath(arguments["path"])
+    extra = dict(arguments.get("kwargs", {}))
+    model = _model_of(path)
+    where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
+    opener = None
+    if module.s3_utils.is_s3_url(path):
+        import boto3
 
-            bucket, prefix = module.s3_utils.s3_path_to_bucket_prefix(s3_path=path)
-            data = boto3.resource("s3").Bucket(bucket).Object(prefix).get()["Body"].read()
-            return load_pickle(lambda: io.BytesIO(data), path=path, model=model)
-        if "://" in path:
-            raise SecureLoadError("strict mode does not load pickles from URLs", path=path, model=model)
-        compression_fn = kwargs.get("compression_fn")
-        compression_fn_kwargs = kwargs.get("compression_fn_kwargs") or {}
+        bucket, prefix = module.s3_utils.s3_path_to_bucket_prefix(s3_path=path)
+        raw = boto3.resource("s3").Bucket(bucket).Object(prefix).get()["Body"].read()
+    elif "://" in path or getattr(module, "_is_web_url", lambda path: False)(path):
+        if not (arguments.get("trust_remote") or getattr(module, "_url_pickle_allowed", lambda: False)()):
+            return original(*bound.args, **bound.kwargs)  # AutoGluon refuses remote pickles itself
+        raw = None
+    else:
+        compression_fn = extra.get("compression_fn")
         compression_map = module.compression_utils.get_compression_map()
         if compression_fn not in compression_map:
-            return _original_load(path, format, verbose, *args, **kwargs)  # AutoGluon's own error for bad arguments
-        validated = module.compression_utils.get_validated_path(path, compression_fn=compression_fn)
-        opener = compression_map[compression_fn]["open"]
-        return load_pickle(lambda: opener(validated, "rb", **compression_fn_kwargs), path=validated, model=model)
-    except UnreadableFileError:
-        raise
+            return original(*bound.args, **bound.kwargs)  # AutoGluon's own error for bad arguments
+        path = module.compression_utils.get_validated_path(path, compression_fn=compression_fn)
+        where["path"] = path
+        if compression_fn is not None:
+            open_compressed = compression_map[compression_fn]["open"]
+            kwargs = extra.get("compression_fn_kwargs") or {}
+            opener = functools.partial(open_compressed, mode="rb", **kwargs)
+        with secure_load.open_regular(path) as fh:  # OSError (missing, unreadable) is AutoGluon's own
+            raw = fh.read()
+    try:
+        if raw is None:
+            raise SecureLoadError("strict mode does not load pickles from URLs", **where)
+        return load_pickle(raw, path=path, model=model, opener=opener)
     except SecureLoadError as err:
-        source = trust.trust_source(path)
-        if source is None:
-            raise
-        warnings.warn(f"ag_torchfix: {path} is trusted ({source}) and failed the strict load ({refusal_summary(err)}); "
-                      "loading it with full pickle.", TrustedFallbackWarning, stacklevel=3)
-        return _original_load(path, format, verbose, *args, **kwargs)
+        door = fallback.open_door(err, path, lambda limit: (raw or b"")[:limit], what="strict load", stacklevel=5)
+        if door.data is None:
+            return original(*bound.args, **bound.kwargs)
+        with (opener(io.BytesIO(door.data)) if opener is not None else io.BytesIO(door.data)) as fh:
+            return pickle.load(fh)
+
+
+# --- XGBoost's own model file, read outside load_pkl.load ---------------------------------------------------
+
+XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
+XGBOOST_FILE = "xgb.ubj"
+_xgboost_originals: dict[type, object] = {}
+
+
+def apply_xgboost(module) -> None:
+    """Make ``XGBoostModel.load`` read ``xgb.ubj`` through ``native.check_xgboost_model`` in strict mode: the
+    bytes XGBoost parses are the bytes that were checked (and, for lock trust, hashed)."""
+    cls = module.XGBoostModel
+    current = cls.__dict__.get("load")
+    original = getattr(current, "__func__", None)
+    if original is None or getattr(original, MARK, False):
+        return
+
+    @functools.wraps(original)
+    def load(cls, path: str, reset_paths=True, verbose=True):
+        if not is_active():
+            return original(cls, path, reset_paths=reset_paths, verbose=verbose)
+        model = super(module.XGBoostModel, cls).load(path=path, reset_paths=reset_paths, verbose=verbose)
+        if model._xgb_model_type is not None:
+            model.model = model._xgb_model_type()
+            model.model.load_model(bytearray(_checked_xgboost_bytes(os.path.join(path, XGBOOST_FILE))))
+            model._xgb_model_type = None
+        return model
+
+    setattr(load, MARK, True)
+    _xgboost_originals[cls] = current
+    cls.load = classmethod(load)
+
+
+def remove_xgboost() -> None:
+    for cls, original in list(_xgboost_originals.items()):
+        if getattr(getattr(cls.__dict__.get("load"), "__func__", None), MARK, False):
+            cls.load = original
+        del _xgboost_originals[cls]
+
+
+def _checked_xgboost_bytes(path: str) -> bytes:
+    from . import native, secure_load
+
+    model = _model_of(path)
+    with secure_load.open_regular(path) as fh:
+        raw = fh.read()
+    try:
+        native.check_xgboost_model(raw)
+        return raw
+    except native.NativeStateError as exc:
+        err = DisallowedGlobalsError([], [f"XGBoost's model file fails its structural check: {exc}"], path=path,
+                                     model=model, forced=trust.platform_forces_weights_only())
+    door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=4)
+    return door.data if door.data is not None else raw
+
+
+def _model_of(path: str) -> str | None:
+    if trust.is_url(path) or "://" in path:
+        return None
+    from . import scanner
+
+    return scanner.model_of(path)

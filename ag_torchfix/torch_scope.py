@@ -1,4 +1,4 @@
-"""Scope an allowlist to one ``torch.load(weights_only=True)`` call, per thread.
+"""Scope an allowlist to one ``torch.load(weights_only=True)`` call, per thread and async task.
 
 torch's ``safe_globals`` context mutates one process-wide set: it races with other threads, and on
 exit it removes entries the user had registered before.  Instead, the package wraps the one lookup
@@ -80,6 +80,22 @@ def active(scope: Scope) -> Iterator[None]:
         _active.reset(token)
 
 
+class Adding(dict):
+    """Torch's own user allowlist plus a few names, for this context only (fastai's checkpoint reloads)."""
+
+
+@contextlib.contextmanager
+def adding(objects: dict[str, object]) -> Iterator[None]:
+    """Inside the block, weights-only loads in this context also accept ``objects`` (name -> object), on
+    top of whatever the user registered; other threads and the process-wide set are unaffected."""
+    patch()
+    token = _active.set(Adding(objects))
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
 def unsupported_reason() -> str | None:
     """Why this torch cannot host a scoped secure load, or None if it can."""
     try:
@@ -106,7 +122,11 @@ def patch() -> None:
 
         def _get_user_allowed_globals():
             scope = _active.get()
-            return original_lookup() if scope is None else scope
+            if scope is None:
+                return original_lookup()
+            if type(scope) is Adding:
+                return {**original_lookup(), **scope}
+            return scope
 
         _get_user_allowed_globals.__wrapped__ = original_lookup
         _originals["_get_user_allowed_globals"] = original_lookup
@@ -117,7 +137,7 @@ def patch() -> None:
 
             def _check_set_item_target(self, opcode):
                 scope = _active.get()
-                if scope is not None and self.stack and scope.allows_setitem_on(self.stack[-1]):
+                if type(scope) is Scope and self.stack and scope.allows_setitem_on(self.stack[-1]):
                     return
                 return original_check(self, opcode)
 

@@ -1,11 +1,22 @@
 """Trust policy: when, and only when, a file may fall back to full-pickle loading.
 
-Trust comes from ``with ag_torchfix.trusted(...)`` (this thread / async context only) or from the
-environment variable AG_TORCHFIX_TRUST, read at each load:
-- ``1/true/yes/on`` (any case): every file is trusted;
-- unset, empty, ``0/false/no/off``: nothing is trusted;
-- absolute directories (or ``s3://`` prefixes) joined by ``os.pathsep``: files under them are trusted;
-- anything else: nothing is trusted, and a ConfigurationWarning is issued once per value.
+Trust never replaces the secure load: it only permits the full-pickle fallback after the secure (or
+strict) load refused a file.  It comes from three places:
+
+- ``with ag_torchfix.trusted(...)``: in this thread or async task, and only while the block is open.
+  A copy of the context made inside the block (an asyncio task, ``contextvars.copy_context``) shares
+  the block's scope, which is closed when the block exits: a closed scope trusts nothing.
+- AG_TORCHFIX_TRUST, read at each load: ``1/true/yes/on`` (every file), unset/empty/``0/false/no/off``
+  (nothing), or entries joined by ``os.pathsep``: absolute directories or files, ``s3://`` prefixes,
+  and ``sha256:<64 hex>`` lock digests.  Anything else trusts nothing and warns once per value.
+- Lock digests (``ag-torchfix lock``): a file is trusted when the predictor directory it belongs to
+  holds an ``ag_torchfix.lock`` whose own SHA-256 is the trusted digest, the lock lists the file, and
+  the bytes being loaded hash to the listed value (``content_trust``: the caller hashes exactly the
+  bytes it unpickles, so there is no gap between the check and the use).
+
+Paths are compared after one normalisation (``normalise``): only a leading ``s3://`` makes a URL;
+every other path is made absolute and ``realpath``-resolved; a prefix matches whole components; a
+local path never matches a URL prefix or the reverse.
 TORCH_FORCE_WEIGHTS_ONLY_LOAD always wins: when torch forces weights-only loading, trust never
 enables full pickle.
 """
@@ -13,79 +24,249 @@ enables full pickle.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import json
 import os
+import re
 import warnings
+from dataclasses import dataclass
+
 from .errors import ConfigurationWarning
 
 ENV_TRUST = "AG_TORCHFIX_TRUST"
+LOCK_NAME = "ag_torchfix.lock"
+LOCK_SCHEMA = "ag_torchfix.lock/1"
+MAX_LOCK_BYTES = 16 << 20
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
-_ALL = "*"  # sentinel inside a trust scope: everything
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})\Z")
 
-# Each entry is a tuple of normalised path prefixes, or (_ALL,).  Nested scopes accumulate.
-_scopes: contextvars.ContextVar[tuple[tuple[str, ...], ...]] = contextvars.ContextVar("ag_torchfix_trust", default=())
+
+class _Scope:
+    """One ``trusted()`` block: what it trusts, and whether it is still open."""
+
+    __slots__ = ("everything", "prefixes", "locks", "open")
+
+    def __init__(self, everything: bool, prefixes: tuple[str, ...], locks: tuple[str, ...]):
+        self.everything, self.prefixes, self.locks, self.open = everything, prefixes, locks, True
+
+    def describe(self) -> str:
+        if self.everything:
+            return "ag_torchfix.trusted()"
+        parts = list(self.prefixes) + [f"lock=sha256:{d}" for d in self.locks]
+        return f"ag_torchfix.trusted({', '.join(parts)})"
+
+
+_scopes: contextvars.ContextVar[tuple[_Scope, ...]] = contextvars.ContextVar("ag_torchfix_trust", default=())
 _warned_values: set[str] = set()
 
 
 class trusted:
     """Trust files for loads made inside this ``with`` block (in this thread or async task).
 
-    With no argument every file is trusted; otherwise only files under the given directories (or
-    the given files themselves).  Trust only permits the full-pickle fallback after the secure load
-    has failed; the secure load is always tried first.
+    With no argument every file is trusted; otherwise only files under the given directories (or the
+    given files), or files of a predictor locked by ``ag-torchfix lock`` whose lock digest is ``lock``
+    (``"sha256:<hex>"``), while their bytes match the lock.  Trust only permits the full-pickle fallback
+    after the secure load has failed; the secure load is always tried first.
     """
 
-    def __init__(self, *paths: str | os.PathLike):
-        self._scope = tuple(_normalise(p) for p in paths) if paths else (_ALL,)
-        self._tokens: list[contextvars.Token] = []
+    def __init__(self, *paths: str | os.PathLike, lock: str | None = None):
+        locks = ()
+        if lock is not None:
+            match = _DIGEST.match(str(lock).strip().lower())
+            if not match:
+                raise ValueError(f"lock must be 'sha256:<64 hex digits>' (what `ag-torchfix lock` prints), not {lock!r}")
+            locks = (match.group(1),)
+        self._spec = (not paths and not locks, tuple(normalise(p) for p in paths), locks)
+        self._entered: list[tuple[_Scope, contextvars.Token]] = []
 
     def __enter__(self) -> None:
-        self._tokens.append(_scopes.set(_scopes.get() + (self._scope,)))
+        scope = _Scope(*self._spec)
+        self._entered.append((scope, _scopes.set(_scopes.get() + (scope,))))
 
     def __exit__(self, *exc_info) -> None:
-        _scopes.reset(self._tokens.pop())
+        scope, token = self._entered.pop()
+        scope.open = False  # copies of the context made inside the block see it closed
+        _scopes.reset(token)
 
 
-def trust_source(path: str | os.PathLike | None) -> str | None:
-    """Why ``path`` is trusted (for messages), or None when it is not."""
-    target = _normalise(path) if path is not None else None
-    for scope in reversed(_scopes.get()):
-        if scope == (_ALL,):
-            return "ag_torchfix.trusted()"
-        if target is not None and any(_under(target, prefix) for prefix in scope):
-            return f"ag_torchfix.trusted({', '.join(scope)})"
-    kind, prefixes = env_trust()
-    if kind == "all":
-        return f"{ENV_TRUST}={os.environ.get(ENV_TRUST)}"
-    if kind == "paths" and target is not None:
-        for prefix in prefixes:
-            if _under(target, prefix):
-                return f"{ENV_TRUST} ({prefix})"
-    return None
+# --- paths ----------------------------------------------------------------------------------------------
+
+def is_url(path: str) -> bool:
+    return path.startswith("s3://")
 
 
-def env_trust() -> tuple[str, tuple[str, ...]]:
-    """Parse AG_TORCHFIX_TRUST: ("none"|"all"|"paths"|"invalid", prefixes)."""
+def normalise(path: str | os.PathLike) -> str:
+    """The one spelling trust compares: ``s3://`` URLs as given (without a trailing slash), every other
+    path absolute and with symlinks resolved (a link inside a trusted directory that points elsewhere
+    is not trusted)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if is_url(text):
+        return text.rstrip("/")
+    return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
+
+
+def under(target: str, prefix: str) -> bool:
+    """Whether normalised ``target`` is ``prefix`` or inside it, comparing whole components."""
+    if is_url(target) != is_url(prefix):
+        return False
+    sep = "/" if is_url(prefix) else os.sep
+    return target == prefix or target.startswith(prefix.rstrip(sep) + sep)
+
+
+# --- what is trusted --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnvTrust:
+    kind: str  # "none" | "all" | "entries" | "invalid"
+    prefixes: tuple[str, ...] = ()
+    locks: tuple[str, ...] = ()
+
+
+def env_trust() -> EnvTrust:
+    """Parse AG_TORCHFIX_TRUST."""
     raw = os.environ.get(ENV_TRUST)
     if raw is None:
-        return "none", ()
+        return EnvTrust("none")
     value = raw.strip()
     if value.lower() in _TRUE:
-        return "all", ()
+        return EnvTrust("all")
     if value.lower() in _FALSE:
-        return "none", ()
-    entries = [e.strip() for e in value.split(os.pathsep) if e.strip()]
-    if entries and all(_is_absolute(e) for e in entries):
-        return "paths", tuple(_normalise(e) for e in entries)
+        return EnvTrust("none")
+    entries = _split_entries(value)
+    prefixes, locks = [], []
+    for entry in entries:
+        match = _DIGEST.match(entry.lower())
+        if match:
+            locks.append(match.group(1))
+        elif is_url(entry) or os.path.isabs(os.path.expanduser(entry)):
+            prefixes.append(normalise(entry))
+        else:
+            break
+    else:
+        if entries:
+            return EnvTrust("entries", tuple(prefixes), tuple(locks))
     if raw not in _warned_values:
         _warned_values.add(raw)
         warnings.warn(
             f"{ENV_TRUST}={raw!r} is not understood, so nothing is trusted. Use 1/true/yes/on to trust every "
-            f"file, 0/false/no/off for none, or absolute directories joined by {os.pathsep!r}.",
+            f"file, 0/false/no/off for none, or entries joined by {os.pathsep!r}: absolute directories, s3:// "
+            "prefixes, or sha256:<digest> of an ag_torchfix.lock.",
             ConfigurationWarning,
             stacklevel=3,
         )
-    return "invalid", ()
+    return EnvTrust("invalid")
+
+
+def _split_entries(value: str) -> list[str]:
+    """Split on os.pathsep, keeping ``s3://...`` and ``sha256:...`` whole when os.pathsep is ':'."""
+    if os.pathsep != ":":
+        return [e.strip() for e in value.split(os.pathsep) if e.strip()]
+    parts, out, i = value.split(":"), [], 0
+    while i < len(parts):
+        part = parts[i].strip()
+        if part in ("s3", "sha256") and i + 1 < len(parts):
+            out.append(f"{part}:{parts[i + 1].strip()}")
+            i += 2
+            continue
+        if part:
+            out.append(part)
+        i += 1
+    return out
+
+
+def trust_source(path: str | os.PathLike | None) -> str | None:
+    """Why ``path`` is trusted by location (a block or AG_TORCHFIX_TRUST), or None.  Lock trust is
+    content trust: see ``content_trust``."""
+    target = normalise(path) if path is not None else None
+    for scope in reversed(_scopes.get()):
+        if not scope.open:
+            continue
+        if scope.everything:
+            return scope.describe()
+        if target is not None and any(under(target, prefix) for prefix in scope.prefixes):
+            return scope.describe()
+    env = env_trust()
+    if env.kind == "all":
+        return f"{ENV_TRUST}={os.environ.get(ENV_TRUST)}"
+    if env.kind == "entries" and target is not None:
+        for prefix in env.prefixes:
+            if under(target, prefix):
+                return f"{ENV_TRUST} ({prefix})"
+    return None
+
+
+def trusted_locks() -> list[tuple[str, str]]:
+    """(digest, where it comes from) for every lock digest trusted here and now."""
+    found = [(d, scope.describe()) for scope in _scopes.get() if scope.open for d in scope.locks]
+    env = env_trust()
+    found += [(d, f"{ENV_TRUST} (sha256:{d[:12]}...)") for d in env.locks]
+    return found
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    """A file a trusted lock lists: where the lock is, and what the file's bytes must be."""
+
+    source: str
+    lock_path: str
+    relative: str
+    size: int
+    sha256: str
+
+
+def locked_file(path: str | os.PathLike | None) -> LockedFile | None:
+    """The entry of a trusted lock that covers ``path``, if a trusted digest and its lock say so.
+
+    The lock is found at the predictor's root: the nearest ancestor directory of ``path`` that holds an
+    ``ag_torchfix.lock`` whose bytes hash to a trusted digest.  The caller must still hash the bytes it
+    loads and compare them (``check_content``)."""
+    locks = trusted_locks()
+    if not locks or path is None or is_url(os.fspath(path)):
+        return None
+    target = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(target)
+    while True:
+        candidate = os.path.join(directory, LOCK_NAME)
+        data = _read_bounded(candidate)
+        digest = hashlib.sha256(data).hexdigest() if data is not None else None
+        for trusted_digest, source in locks:
+            if digest == trusted_digest:
+                files = _parse_lock(data).get("files", {})  # the very bytes that were hashed
+                relative = os.path.relpath(target, directory).replace(os.sep, "/")
+                entry = files.get(relative) if isinstance(files, dict) else None
+                if isinstance(entry, dict) and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str):
+                    return LockedFile(source, candidate, relative, entry["size"], entry["sha256"])
+                return None
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def read_lock(path: str) -> dict:
+    """The lock document (bounded read); {} if it is not a readable lock."""
+    data = _read_bounded(path)
+    return _parse_lock(data) if data is not None else {}
+
+
+def _parse_lock(data: bytes) -> dict:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) and doc.get("schema") == LOCK_SCHEMA else {}
+
+
+def _read_bounded(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_LOCK_BYTES + 1)
+    except OSError:
+        return None
+    return data if len(data) <= MAX_LOCK_BYTES else None
 
 
 def platform_forces_weights_only() -> bool:
@@ -95,29 +276,12 @@ def platform_forces_weights_only() -> bool:
 
 def describe() -> dict[str, object]:
     """The trust settings in force, for ``python -m ag_torchfix`` and ``doctor``."""
-    kind, prefixes = env_trust()
+    env = env_trust()
     return {
         "env": os.environ.get(ENV_TRUST),
-        "env_trusts": kind,
-        "env_paths": list(prefixes),
-        "context_scopes": [list(s) for s in _scopes.get()],
+        "env_trusts": env.kind,
+        "env_paths": list(env.prefixes),
+        "env_locks": [f"sha256:{d}" for d in env.locks],
+        "context_scopes": [scope.describe() for scope in _scopes.get() if scope.open],
         "torch_force_weights_only": platform_forces_weights_only(),
     }
-
-
-def _is_absolute(entry: str) -> bool:
-    return "://" in entry or os.path.isabs(os.path.expanduser(entry))
-
-
-def _normalise(path: str | os.PathLike) -> str:
-    text = os.fspath(path)
-    if "://" in text:
-        return text.rstrip("/")
-    # realpath: a symlink inside a trusted directory that points elsewhere is not trusted
-    return os.path.realpath(os.path.expanduser(text))
-
-
-def _under(target: str, prefix: str) -> bool:
-    if "://" in prefix or "://" in target:
-        return target == prefix or target.startswith(prefix + "/")
-    return target == prefix or target.startswith(prefix.rstrip(os.sep) + os.sep)

@@ -11,7 +11,8 @@ import pickle
 
 import pytest
 
-from ag_torchfix.pickle_scan import CALLED, CONSTRUCTED, REFERENCED, ScanError, normalise_global, scan
+from ag_torchfix import pickle_scan
+from ag_torchfix.pickle_scan import CALLED, CONSTRUCTED, REFERENCED, Limits, normalise_global, scan, scan_all
 
 
 class Plain:
@@ -70,7 +71,8 @@ def test_uses_are_classified():
     assert CALLED in result.globals["collections.OrderedDict"]
     assert CONSTRUCTED in result.globals[f"{__name__}.Plain"]
     assert result.globals["builtins.print"] == {REFERENCED}
-    assert f"{__name__}.Plain" in result.built
+    built = [v for v in result.value if type(v) is pickle_scan.Obj]
+    assert [b.made_by for b in built if b.built] == [f"{__name__}.Plain"]
 
 
 def test_build_and_setitem_on_a_class_object_are_flagged():
@@ -102,13 +104,60 @@ def test_protocol_5_out_of_band_buffers_are_flagged():
     (b"\x80\x02c" + b"a" * 70000 + b"\nb\n.", "line argument longer"),
     (b"\x80\x02s.", "stack underflow"),
 ])
-def test_unreadable_streams_raise_scan_error(data, message):
-    with pytest.raises(ScanError, match=message):
-        scan(io.BytesIO(data))
+def test_unreadable_streams_report_an_error_and_never_raise(data, message):
+    result = scan(io.BytesIO(data))
+    assert result.error is not None and message in result.error
+
+
+def test_findings_before_a_malformed_point_are_kept():
+    """os.system is called at byte 45; a bad memo reference comes only after it."""
+    data = b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R" + b"h\x07."
+    result = scan(data)
+    assert "memo key 7" in result.error and CALLED in result.globals["posix.system"]
 
 
 def test_huge_strings_are_skipped_not_kept():
     big = "x" * (8 << 20)
     data = pickle.dumps([big, big + "y"], protocol=4)
     result = scan(io.BytesIO(data))
-    assert result.globals == {}
+    assert result.globals == {} and result.error is None
+
+
+@pytest.mark.parametrize("spell", [lambda t: b"U" + bytes([len(t)]) + t,
+                                   lambda t: b"T" + len(t).to_bytes(4, "little") + t,
+                                   lambda t: b"S'" + t + b"'\n"], ids=["SHORT_BINSTRING", "BINSTRING", "STRING"])
+def test_stack_global_names_in_byte_strings_decode_as_pickle_decodes_them(spell):
+    """pickle decodes these opcodes' bytes (ASCII by default) and STACK_GLOBAL resolves the result: shown with the
+    harmless builtins.len, then the scan must name posix.system spelled the same way."""
+    def payload(module: bytes, name: bytes) -> bytes:
+        return b"\x80\x04" + spell(module) + spell(name) + b"\x93X\x02\x00\x00\x00id\x85R."
+
+    assert pickle.loads(payload(b"builtins", b"len")) == 2
+    assert CALLED in scan(payload(b"posix", b"system")).globals["posix.system"]
+
+
+def test_torch_legacy_format_is_read_pickle_by_pickle(tmp_path):
+    import torch
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(3.0)}, path, _use_new_zipfile_serialization=False)
+    results = scan_all(pickle_scan.Reader(path.open("rb")), max_pickles=5)
+    assert len(results) == 5 and not any(r.error for r in results)
+    assert "torch._utils._rebuild_tensor_v2" in results[3].globals and results[4].value == [
+        v for v in results[4].value]
+
+
+def test_a_second_pickle_after_stop_is_scanned():
+    data = pickle.dumps({"genuine": 1}, protocol=2) + b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R."
+    assert pickle.loads(data) == {"genuine": 1}  # pickle never reads it
+    results = scan_all(data)
+    assert len(results) == 2 and "posix.system" in results[1].globals
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x80\x02" + b"(" * 20_000 + b".", "MARK nesting deeper"),
+    (b"\x80\x04" + b"}\x94" * 200_000 + b".", "more objects, memo entries or calls than the bound"),
+])
+def test_stack_metastack_and_memo_are_bounded(data, message):
+    result = scan(data, limits=Limits(objects=100_000, memo=100_000, depth=10_000, calls=100_000))
+    assert result.error is not None and message in result.error

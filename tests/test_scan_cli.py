@@ -52,7 +52,7 @@ def test_json_schema(binary_predictor, internals_of):
     code, doc = scan_json(internals_of(binary_predictor))
     assert code == 0
     assert set(doc) == {"schema", "version", "strict", "verdict", "exit_code", "summary", "directories", "files"}
-    assert doc["schema"] == "ag_torchfix.scan/1" and doc["directories"] == []
+    assert doc["schema"] == "ag_torchfix.scan/2" and doc["directories"] == []
     assert doc["summary"] == {"files": 1, "allowed": 1, "needs-trust": 0, "dangerous": 0, "unreadable": 0}
     (f,) = doc["files"]
     assert set(f) == {"path", "model", "kind", "role", "covered", "verdict", "size", "globals", "constructs", "error",
@@ -111,16 +111,14 @@ def test_refused_constructs_are_reported(binary_predictor, internals_of, tmp_pat
 
 
 def _zip_bomb(path):
+    """64 MiB of zeros deflated ~1000:1 (torch stores records uncompressed)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
-            chunk = b"\x00" * (1 << 20)
-            for _ in range(512):
-                f.write(chunk)
+        z.writestr("archive/data.pkl", b"\x00" * (64 << 20))
 
 
 @pytest.mark.parametrize("kind, expected", [
     ("empty", "empty file"),
-    ("truncated-zip", "corrupt or truncated zip archive"),
+    ("truncated-zip", "not an archive torch would read the same way"),
     ("truncated-pickle", "not a readable pickle"),
     ("unknown-opcode", "unknown opcode 0xff"),
     ("protocol-5-buffers", "out-of-band buffers"),
@@ -194,7 +192,7 @@ def test_large_pickle_is_scanned_in_bounded_memory(tmp_path):
     for name, path in (("big", big), ("small", small)):
         out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=300)
         verdict, peak = out.stdout.split()
-        assert verdict == "needs-trust", out.stderr
+        assert verdict == "allowed", out.stderr  # plain data: no globals at all
         peaks[name] = int(peak)
     assert peaks["big"] - peaks["small"] < 64 * 1024, peaks  # KiB: far less than the 384 MiB payload
 
@@ -204,7 +202,8 @@ def test_doctor_reports_versions_failures_and_coverage():
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["versions"]["torch"] and doc["versions"]["autogluon.tabular"] and doc["versions"]["fastai"]
-    training, forced, full_pickle = doc["failures"]
+    failures = {f["id"]: f for f in doc["failures"]}
+    training, forced, full_pickle = failures["fastai-unscoped"], failures["forced-load"], failures["full-pickle"]
     assert forced["affected"] is True and "covered" in forced["coverage"]
     assert full_pickle["affected"] is True
     fastai = tuple(int(x) for x in doc["versions"]["fastai"].split(".")[:3])

@@ -1,0 +1,140 @@
+"""Content-bound trust: ``ag-torchfix lock`` / ``ag-torchfix verify``.
+
+A lock is ``DIR/ag_torchfix.lock``: JSON (schema ``ag_torchfix.lock/1``) listing every regular file of
+the predictor directory with its size and SHA-256, written canonically (sorted keys, fixed
+separators) so that its own SHA-256 (the *lock digest*, printed as ``sha256:<hex>``) names exactly
+those bytes.  Trusting the digest (AG_TORCHFIX_TRUST=sha256:<hex>, ``trusted(lock=...)``) trusts
+exactly the listed files, and only while the bytes being loaded hash to the listed values
+(``trust.locked_file`` + ``fallback``).  Symlinks and non-regular files are never locked: a lock
+describes bytes, not where a link points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+
+from .trust import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, read_lock
+
+CHUNK = 1 << 20
+
+
+class LockError(Exception):
+    """The directory cannot be locked as it is (the reason is for the user)."""
+
+
+@dataclass
+class Verification:
+    ok: bool
+    lock: str  # the lock file
+    digest: str | None  # "sha256:<hex>" of the lock, when readable
+    changed: list[tuple[str, str, str]] = field(default_factory=list)  # (file, expected sha256, actual sha256)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    not_regular: list[str] = field(default_factory=list)  # symlinks, FIFOs ... where the lock expects a file
+    error: str | None = None  # no readable lock
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.error else 0 if self.ok else 2
+
+    def to_json(self) -> dict:
+        from . import __version__
+
+        return {"schema": "ag_torchfix.verify/1", "version": __version__, "lock": self.lock, "digest": self.digest,
+                "ok": self.ok, "exit_code": self.exit_code, "error": self.error,
+                "changed": [{"path": p, "expected": f"sha256:{e}", "actual": f"sha256:{a}"} for p, e, a in self.changed],
+                "added": self.added, "removed": self.removed, "not_regular": self.not_regular}
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _walk(directory: str) -> tuple[list[str], list[str]]:
+    """(regular files, everything else) below ``directory``, relative with '/', the lock itself excluded."""
+    regular, other = [], []
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, directory).replace(os.sep, "/")
+            if rel == LOCK_NAME:
+                continue
+            mode = os.lstat(full).st_mode
+            (regular if stat.S_ISREG(mode) else other).append(rel)
+    return regular, other
+
+
+def build(directory: str) -> dict:
+    """The lock document for ``directory``."""
+    if not os.path.isdir(directory):
+        raise LockError(f"{directory} is not a directory")
+    regular, other = _walk(directory)
+    if other:
+        raise LockError("only regular files can be locked; these are symlinks or special files: " + ", ".join(other[:10]))
+    if not regular:
+        raise LockError(f"{directory} holds no files")
+    files = {}
+    for rel in regular:
+        size, sha = file_digest(os.path.join(directory, *rel.split("/")))
+        files[rel] = {"size": size, "sha256": sha}
+    from . import __version__
+
+    return {"schema": LOCK_SCHEMA, "tool": f"ag_torchfix {__version__}", "files": files}
+
+
+def encode(doc: dict) -> bytes:
+    return (json.dumps(doc, sort_keys=True, indent=1, separators=(",", ": ")) + "\n").encode()
+
+
+def write(directory: str) -> tuple[str, str, dict]:
+    """Write ``DIR/ag_torchfix.lock``; returns (its path, its digest "sha256:<hex>", the document)."""
+    doc = build(directory)
+    data = encode(doc)
+    if len(data) > MAX_LOCK_BYTES:
+        raise LockError(f"the lock would be {len(data)} bytes, over {MAX_LOCK_BYTES}")
+    path = os.path.join(directory, LOCK_NAME)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+    return path, "sha256:" + hashlib.sha256(data).hexdigest(), doc
+
+
+def verify(directory: str) -> Verification:
+    path = os.path.join(directory, LOCK_NAME)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_LOCK_BYTES + 1)
+    except OSError as exc:
+        return Verification(False, path, None, error=f"no readable lock: {exc.strerror or exc}")
+    doc = read_lock(path)
+    files = doc.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        return Verification(False, path, None, error="the lock is not an ag_torchfix.lock/1 document")
+    result = Verification(True, path, "sha256:" + hashlib.sha256(raw).hexdigest())
+    regular, other = _walk(directory)
+    present = set(regular)
+    for rel, entry in sorted(files.items()):
+        full = os.path.join(directory, *rel.split("/"))
+        if rel in other:
+            result.not_regular.append(rel)
+        elif rel not in present:
+            result.removed.append(rel)
+        else:
+            size, sha = file_digest(full)
+            if size != entry.get("size") or sha != entry.get("sha256"):
+                result.changed.append((rel, str(entry.get("sha256")), sha))
+    result.added = sorted(present - set(files))
+    result.not_regular += sorted(set(other) - set(files))
+    result.ok = not (result.changed or result.added or result.removed or result.not_regular)
+    return result
