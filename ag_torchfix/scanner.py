@@ -255,7 +255,7 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
         return _strict_report(path, fh, kind, model, size, merged, len(results), trailing)
     verdict = policy.judge(merged, policy.strict())  # names classified; nothing here is covered
     report = _report(path, model, kind, role, size, merged, verdict, covered=False, pickles=len(results),
-                     trailing=trailing, plain_data_ok=not merged.globals)
+                     trailing=trailing, plain_data_ok=not merged.globals and not strict)
     if strict and report.verdict == NEEDS_TRUST:
         report.note = "AutoGluon does not read this file through load_pkl.load: strict mode does not cover it"
     elif report.verdict == NEEDS_TRUST:

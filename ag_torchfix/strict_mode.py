@@ -262,11 +262,9 @@ class StrictUnpickler(pickle._Unpickler):
         setstate = getattr(cls, "__setstate__", None)  # from the type: an instance cannot bring its own
         if setstate is not None and setstate is not getattr(object, "__setstate__", None):
             setstate(inst, state)
-            after = _AFTER_BUILD.get(_family(cls))
-            if after is not None:
-                problem = after(inst)
-                if problem:
-                    raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
+            problem = _after_build(inst)
+            if problem:
+                raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
             return
         slotstate = None
         if isinstance(state, tuple) and len(state) == 2:
@@ -449,7 +447,21 @@ def _dtype_state_problem(inst, state) -> str | None:
 
 
 _SEQUENCE_CHECKS = {"numpy.ndarray": _ndarray_problem, "numpy.dtype": _dtype_state_problem}
-_AFTER_BUILD = {"numpy.dtype": _dtype_problem}
+
+
+def _after_build(inst) -> str | None:
+    """Checks that need the built object: a dtype against numpy's own reading of it; a tree estimator against
+    its tree (sklearn checks input width against the estimator, then trusts the tree's feature count)."""
+    if _family(type(inst)) == "numpy.dtype":
+        return _dtype_problem(inst)
+    if "tree_" in getattr(inst, "__dict__", {}):
+        from . import native
+
+        try:
+            native.check_sklearn_estimator(inst)
+        except native.NativeStateError as exc:
+            return str(exc)
+    return None
 
 
 def _native_check(check):

@@ -1,0 +1,1042 @@
+"""Checks on the state that strict mode hands to native libraries (GitHub issue 9, item 3).
+
+The restricted unpickler decides *which* objects a pickle may build; it cannot tell whether the arrays
+and blobs those objects restore themselves from are well formed.  The native code behind them trusts
+its input: a scikit-learn tree whose child index points back to the root makes ``predict`` loop
+forever, a child index of 2**40 reads far outside the node array (SIGSEGV), a LightGBM tree with a
+cycle hangs, one flipped byte in a CatBoost model crashes its loader, and XGBoost's UBJSON reader
+reads past the end of a truncated file.  A crash or hang of the interpreter is never acceptable, so:
+
+* ``check_sklearn_tree``   - sklearn ``Tree`` state, checked before ``Tree.__setstate__`` copies it;
+  ``check_sklearn_estimator`` then ties the tree's width to its estimator's ``n_features_in_``;
+* ``check_lightgbm_model`` - the model text a ``lightgbm.basic.Booster`` state holds (``_handle``),
+  parsed with the same (stricter) grammar LightGBM reads, checked before ``LGBM_BoosterLoadModelFromString``;
+* ``check_xgboost_model``  - the bytes of ``xgb.ubj``, decoded by a small bounded UBJSON reader and
+  checked against the model schema XGBoost 3.x writes, before XGBoost's own reader sees them;
+* ``check_catboost_blob``  - CatBoost's binary model format (flatbuffers plus CTR tables) is too large
+  to re-implement, so the blob is loaded, and two rows predicted, in a sandbox child process; a child
+  killed by a signal, exiting non-zero or outliving the timeout means refusal.
+
+CatBoost decision (measured on the zoo's 9 blobs, 15-45 KB, in a process with torch and AutoGluon
+loaded, 2-core machine): a fork of this process costs 25-65 ms per blob (median ~30 ms); a fresh
+``sys.executable`` that imports catboost costs 0.5-0.8 s per blob; loading in-process costs 0.1 ms.
+Fork is the default on Linux (``AG_TORCHFIX_NATIVE_SANDBOX=subprocess`` forces the interpreter; other
+platforms use it always).  A forked child only loads and predicts with CatBoost (its own thread pool,
+one thread) and leaves with ``os._exit``; should it deadlock on a lock another thread held at fork
+time, the timeout is retried once in a fresh interpreter before the blob is refused.  Verdicts are
+cached by SHA-256.  The sandbox catches what crashes on load or on two plain rows; it cannot prove a
+blob safe for every input - a blob whose defect only some other row reaches still passes.
+
+XGBoost decision: checked in-process (no sandbox): ``xgb.ubj`` is plain UBJSON with a documented tree
+schema, so every index XGBoost follows can be verified; anything outside the schema XGBoost 3.x writes
+for AutoGluon (gbtree, scalar trees, no deleted nodes, no categorical re-coder) is refused.
+
+Each validator raises ``NativeStateError`` with a one-line reason, or returns None.  They are pure
+Python and numpy, import no native library at module import, and stay bounded in time and memory on
+adversarial input (explicit size limits; recursion only under a fixed depth bound).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import sys
+import threading
+import time
+
+import numpy as np
+
+__all__ = ["NativeStateError", "check_sklearn_tree", "check_sklearn_estimator", "check_lightgbm_model",
+           "check_catboost_blob", "check_xgboost_model", "decode_ubjson"]
+
+
+class NativeStateError(Exception):
+    """Native-library state that strict mode refuses to hand to the library."""
+
+
+def _fail(reason: str):
+    raise NativeStateError(reason)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+# ================================================================================================
+# scikit-learn trees
+# ================================================================================================
+
+TREE_LEAF = -1         # sklearn.tree._tree.TREE_LEAF: children of a leaf
+TREE_UNDEFINED = -2    # sklearn.tree._tree.TREE_UNDEFINED: feature and threshold of a leaf
+MAX_TREE_NODES = 50_000_000
+_SKLEARN_STATE_KEYS = frozenset({"max_depth", "node_count", "nodes", "values"})
+_node_dtype = None
+
+
+def _sklearn_node_dtype(tree) -> np.dtype:
+    """The dtype sklearn's Tree.__getstate__ writes for ``nodes`` (NODE_DTYPE of the running sklearn)."""
+    global _node_dtype
+    if _node_dtype is None:
+        module = sys.modules.get(type(tree).__module__)
+        dtype = getattr(module, "NODE_DTYPE", None)
+        if not isinstance(dtype, np.dtype):  # ask a real, empty tree of the same class
+            probe = type(tree)(1, np.array([1], dtype=np.intp), 1)
+            dtype = probe.__getstate__()["nodes"].dtype
+        _node_dtype = dtype
+    return _node_dtype
+
+
+def _depths_from_parents(parent: np.ndarray) -> np.ndarray:
+    """Depth of every node of a tree given as a parent array (parent[0] == 0), by pointer jumping:
+    O(n log depth), vectorised, at most 64 rounds for any tree."""
+    dist = np.ones(parent.shape[0], dtype=np.int64)
+    dist[0] = 0
+    anc = parent.copy()
+    for _ in range(64):
+        if not anc.any():
+            break
+        dist = dist + dist[anc]
+        anc = anc[anc]
+    else:  # unreachable for a tree (depth < 2**63); kept so the loop is bounded on any input
+        _fail("sklearn tree: depth did not converge")
+    return dist
+
+
+def check_sklearn_tree(tree, state) -> None:
+    """Check ``state`` before ``sklearn.tree._tree.Tree.__setstate__(state)`` runs on ``tree``.
+
+    ``tree`` is the constructed Tree (n_features, n_outputs, n_classes from its constructor).
+    """
+    name = "sklearn tree"
+    # -- the constructed tree --------------------------------------------------------------------
+    try:
+        n_features = int(tree.n_features)
+        n_outputs = int(tree.n_outputs)
+        max_n_classes = int(tree.max_n_classes)
+        n_classes = np.asarray(tree.n_classes)
+    except Exception as exc:  # noqa: BLE001 - anything odd about the tree is a refusal
+        _fail(f"{name}: not a constructed sklearn Tree ({type(exc).__name__})")
+    if n_features < 1 or n_outputs < 1 or max_n_classes < 1:
+        _fail(f"{name}: constructor arguments out of range (n_features={n_features}, n_outputs={n_outputs}, "
+              f"max_n_classes={max_n_classes})")
+    if n_classes.shape != (n_outputs,) or n_classes.min() < 1 or int(n_classes.max()) != max_n_classes:
+        _fail(f"{name}: n_classes {n_classes.tolist()[:8]} inconsistent with n_outputs={n_outputs}")
+
+    # -- the state dict --------------------------------------------------------------------------
+    if type(state) is not dict:
+        _fail(f"{name}: state is {type(state).__name__}, not dict")
+    if set(state) != _SKLEARN_STATE_KEYS:
+        _fail(f"{name}: state keys {sorted(map(str, state))} are not {sorted(_SKLEARN_STATE_KEYS)}")
+    node_count, max_depth, nodes, values = (state["node_count"], state["max_depth"], state["nodes"],
+                                            state["values"])
+    if not _is_int(node_count) or not 1 <= node_count <= MAX_TREE_NODES:
+        _fail(f"{name}: node_count {node_count!r} is not an integer in [1, {MAX_TREE_NODES}]")
+    if not _is_int(max_depth) or max_depth < 0:
+        _fail(f"{name}: max_depth {max_depth!r} is not a non-negative integer")
+    node_count, max_depth = int(node_count), int(max_depth)
+    if type(nodes) is not np.ndarray or nodes.ndim != 1:
+        _fail(f"{name}: nodes is not a 1-d numpy array")
+    expected = _sklearn_node_dtype(tree)
+    if nodes.dtype != expected:
+        _fail(f"{name}: nodes dtype {nodes.dtype} is not sklearn's {expected}")
+    if not nodes.flags.c_contiguous:
+        _fail(f"{name}: nodes array is not C-contiguous")
+    if nodes.shape[0] != node_count:
+        _fail(f"{name}: node_count={node_count} but {nodes.shape[0]} nodes")
+    if type(values) is not np.ndarray or values.dtype != np.dtype(np.float64):
+        _fail(f"{name}: values is not a float64 numpy array")
+    if values.shape != (node_count, n_outputs, max_n_classes):
+        _fail(f"{name}: values shape {values.shape} is not {(node_count, n_outputs, max_n_classes)}")
+    if not values.flags.c_contiguous:
+        _fail(f"{name}: values array is not C-contiguous")
+
+    # -- structure -------------------------------------------------------------------------------
+    left = nodes["left_child"].astype(np.int64, copy=False)
+    right = nodes["right_child"].astype(np.int64, copy=False)
+    feature = nodes["feature"].astype(np.int64, copy=False)
+    threshold = nodes["threshold"]
+    index = np.arange(node_count, dtype=np.int64)
+    leaf = left == TREE_LEAF
+    internal = ~leaf
+    bad = leaf & (right != TREE_LEAF)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"{name}: leaf node {i} has right child {int(right[i])} (expected {TREE_LEAF})")
+    for side, child in (("left", left), ("right", right)):
+        bad = internal & ((child <= index) | (child >= node_count))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            _fail(f"{name}: node {i} has {side} child {int(child[i])}, not in ({i}, {node_count})")
+    parents = index[internal]
+    children = np.concatenate([left[internal], right[internal]])
+    counts = np.bincount(children, minlength=node_count)
+    if counts[0] != 0 or (counts[1:] != 1).any():
+        i = int(np.flatnonzero(counts[1:] != 1)[0]) + 1 if (counts[1:] != 1).any() else 0
+        _fail(f"{name}: node {i} is the child of {int(counts[i])} nodes (expected exactly one)")
+    bad = internal & ((feature < 0) | (feature >= n_features))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"{name}: node {i} splits on feature {int(feature[i])}, not in [0, {n_features})")
+    bad = leaf & ((feature != TREE_UNDEFINED) | (threshold != TREE_UNDEFINED))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"{name}: leaf node {i} has feature/threshold {int(feature[i])}/{float(threshold[i])} "
+              f"(sklearn writes {TREE_UNDEFINED})")
+    bad = internal & np.isnan(threshold)
+    if bad.any():
+        _fail(f"{name}: node {int(np.flatnonzero(bad)[0])} has a NaN threshold")
+    if (nodes["missing_go_to_left"] > 1).any():
+        _fail(f"{name}: missing_go_to_left outside {{0, 1}}")
+    parent = np.zeros(node_count, dtype=np.int64)
+    parent[left[internal]] = parents
+    parent[right[internal]] = parents
+    depth = int(_depths_from_parents(parent).max())
+    if depth != max_depth:
+        # decision_path() sizes its output by max_depth: a smaller value overruns it
+        _fail(f"{name}: max_depth={max_depth} but the tree is {depth} deep")
+
+
+def check_sklearn_estimator(estimator) -> None:
+    """Check a built estimator that owns a Tree (``tree_``): the tree's width must be the estimator's.
+
+    ``check_sklearn_tree`` bounds split features by ``tree.n_features``, but that number comes from the
+    same pickle; sklearn validates X against the estimator's ``n_features_in_`` (and skips the check
+    when the attribute is missing), then reads ``X[i, feature]`` unchecked.  A tree claiming 10**9
+    features inside an estimator of 25 reads far outside X.  Call this after the estimator's state is
+    set (its BUILD), before it predicts.  Objects without ``tree_`` are left alone.
+    """
+    tree = getattr(estimator, "tree_", None)
+    if tree is None:
+        return
+    n_in = getattr(estimator, "n_features_in_", None)
+    if not _is_int(n_in):
+        _fail(f"sklearn estimator {type(estimator).__name__}: n_features_in_ is {n_in!r}, not an integer")
+    try:
+        width = int(tree.n_features)
+    except Exception:  # noqa: BLE001
+        _fail(f"sklearn estimator {type(estimator).__name__}: tree_ is not a sklearn Tree")
+    if width != int(n_in):
+        _fail(f"sklearn estimator {type(estimator).__name__}: its tree has n_features={width} but the "
+              f"estimator validates X to n_features_in_={int(n_in)}")
+
+
+# ================================================================================================
+# LightGBM model text
+# ================================================================================================
+
+MAX_LGB_NUMBERS = 10_000_000      # numbers in all tree blocks together
+MAX_LGB_LEAVES = 131_072          # LightGBM's own upper bound on num_leaves
+MAX_LGB_TREES = 1_000_000
+MAX_LGB_FEATURES = 10_000_000
+MAX_LGB_CAT_WORDS = 1_000_000     # 32-bit words of one tree's categorical bitsets
+_LGB_MAX_TREE_LINES = 22          # Tree::Tree(const char*) reads at most this many key=value lines
+_INT = r"[-+]?[0-9]{1,10}"
+_FLOAT = r"[-+]?(?:[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]{1,4})?|\.[0-9]+(?:[eE][-+]?[0-9]{1,4})?|inf|nan)"
+_INT_LIST = re.compile(rf"(?:{_INT}(?: {_INT})*)?")
+_INT_TOKEN = re.compile(_INT)
+_FLOAT_TOKEN = re.compile(_FLOAT, re.IGNORECASE)
+_FLOAT_LIST = re.compile(rf"(?:{_FLOAT}(?: {_FLOAT})*)?", re.IGNORECASE)
+_UINT = re.compile(r"[0-9]{1,10}")
+_SINT = re.compile(r"-?[0-9]{1,10}")
+_PARAM_LINE = re.compile(r"\[[A-Za-z0-9_]+: [^\]\n]*\]")
+_OBJ_TOKEN = re.compile(r"[a-z_]+(?::[-+0-9.eE]+)?")
+_LGB_OBJECTIVES = frozenset({
+    "regression", "regression_l1", "quantile", "huber", "fair", "poisson", "binary", "lambdarank",
+    "rank_xendcg", "multiclass", "multiclassova", "cross_entropy", "cross_entropy_lambda", "mape", "gamma",
+    "tweedie", "custom"})
+_LGB_HEADER_KEYS = frozenset({
+    "tree", "version", "num_class", "num_tree_per_iteration", "label_index", "max_feature_idx", "objective",
+    "average_output", "feature_names", "monotone_constraints", "feature_infos", "tree_sizes"})
+_LGB_TREE_KEYS = {  # key -> (kind, length): length "L" = num_leaves, "I" = num_leaves - 1, "C" = num_cat + 1
+    "num_leaves": ("int", None), "num_cat": ("int", None), "split_feature": ("ints", "I"),
+    "split_gain": ("floats", "I"), "threshold": ("floats", "I"), "decision_type": ("ints", "I"),
+    "left_child": ("ints", "I"), "right_child": ("ints", "I"), "leaf_value": ("floats", "L"),
+    "leaf_weight": ("floats", "L"), "leaf_count": ("ints", "L"), "internal_value": ("floats", "I"),
+    "internal_weight": ("floats", "I"), "internal_count": ("ints", "I"), "is_linear": ("int", None),
+    "shrinkage": ("float", None), "cat_boundaries": ("ints", "C"), "cat_threshold": ("ints", None),
+    "leaf_const": ("floats", "L"), "num_features": ("ints", "L"), "leaf_features": ("ints", None),
+    "leaf_coeff": ("floats", None),
+}
+
+
+def _lgb_int(value: str, what: str, lo: int, hi: int) -> int:
+    if not _SINT.fullmatch(value):
+        _fail(f"lightgbm: {what}={value[:40]!r} is not an integer")
+    number = int(value)
+    if not lo <= number <= hi:
+        _fail(f"lightgbm: {what}={number} not in [{lo}, {hi}]")
+    return number
+
+
+def _lgb_array(value: str, kind: str, count: int | None, what: str, budget: list, loose: bool = False) -> np.ndarray:
+    """Parse a list of numbers.  Single spaces, as LightGBM writes most lists; ``loose`` accepts runs of
+    spaces (linear trees' leaf_features/leaf_coeff, which LightGBM writes and reads space-insensitively)."""
+    if loose:
+        tokens = [token for token in value.split(" ") if token]
+        token_re = _INT_TOKEN if kind == "ints" else _FLOAT_TOKEN
+        if not all(token_re.fullmatch(token) for token in tokens):
+            _fail(f"lightgbm: {what} is not a space separated list of numbers")
+    else:
+        pattern = _INT_LIST if kind == "ints" else _FLOAT_LIST
+        if not pattern.fullmatch(value):
+            _fail(f"lightgbm: {what} is not a single-space separated list of numbers")
+        tokens = value.split(" ") if value else []
+    if count is not None and len(tokens) != count:
+        _fail(f"lightgbm: {what} has {len(tokens)} values, expected {count}")
+    budget[0] -= len(tokens)
+    if budget[0] < 0:
+        _fail(f"lightgbm: more than {MAX_LGB_NUMBERS} numbers in the model")
+    if kind == "ints":
+        return np.array(tokens, dtype=np.int64) if tokens else np.zeros(0, dtype=np.int64)
+    return np.array(tokens, dtype=np.float64) if tokens else np.zeros(0, dtype=np.float64)
+
+
+def _lgb_check_objective(objective: str, num_class: int) -> None:
+    tokens = objective.split(" ")
+    if not objective or tokens[0] not in _LGB_OBJECTIVES or not all(_OBJ_TOKEN.fullmatch(t) for t in tokens[1:]):
+        _fail(f"lightgbm: objective {objective[:60]!r} is not one LightGBM writes")
+    params = {}
+    for token in tokens[1:]:
+        key, _, val = token.partition(":")
+        if key in params:
+            _fail(f"lightgbm: objective repeats {key!r}")
+        params[key] = val
+    if "num_class" in params or tokens[0] in ("multiclass", "multiclassova"):
+        # ConvertOutput writes objective.num_class outputs into a buffer of the model's num_class
+        if _lgb_int(params.get("num_class", ""), "objective num_class", 1, num_class) != num_class:
+            _fail("lightgbm: objective num_class differs from the model's num_class")
+    if "sigmoid" in params:
+        try:
+            sigmoid = float(params["sigmoid"])
+        except ValueError:
+            _fail(f"lightgbm: objective sigmoid {params['sigmoid']!r} is not a number")
+        if not sigmoid > 0 or math.isinf(sigmoid):
+            _fail(f"lightgbm: objective sigmoid {sigmoid} is not positive")
+
+
+def _lgb_check_tree(t: int, fields: dict, max_feature_idx: int, budget: list) -> None:
+    where = f"Tree={t}"
+    for key in ("num_leaves", "num_cat", "leaf_value"):
+        if key not in fields:
+            _fail(f"lightgbm: {where} has no {key}")
+    num_leaves = _lgb_int(fields["num_leaves"], f"{where} num_leaves", 1, MAX_LGB_LEAVES)
+    num_cat = _lgb_int(fields["num_cat"], f"{where} num_cat", 0, MAX_LGB_LEAVES)
+    is_linear = _lgb_int(fields.get("is_linear", "0"), f"{where} is_linear", 0, 1)
+    if "shrinkage" in fields and not re.fullmatch(_FLOAT, fields["shrinkage"], re.IGNORECASE):
+        _fail(f"lightgbm: {where} shrinkage is not a number")
+    n_internal = num_leaves - 1
+    arrays = {}
+    for key, (kind, length) in _LGB_TREE_KEYS.items():
+        if kind in ("int", "float") or key not in fields or key in ("leaf_features", "leaf_coeff", "cat_threshold"):
+            continue
+        count = {"L": num_leaves, "I": n_internal, "C": num_cat + 1, None: None}[length]
+        arrays[key] = _lgb_array(fields[key], kind, count, f"{where} {key}", budget)
+    if num_leaves > 1 or is_linear:
+        for key in ("left_child", "right_child", "split_feature", "threshold"):
+            if key not in arrays:
+                _fail(f"lightgbm: {where} has {num_leaves} leaves but no {key}")
+    if num_leaves > 1:
+        left, right = arrays["left_child"], arrays["right_child"]
+        feature = arrays["split_feature"]
+        index = np.arange(n_internal, dtype=np.int64)
+        for side, child in (("left", left), ("right", right)):
+            bad = ((child >= 0) & ((child <= index) | (child >= n_internal))) | (child < -num_leaves)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                _fail(f"lightgbm: {where} node {i} has {side} child {int(child[i])}: not an internal node "
+                      f"in ({i}, {n_internal}) nor a leaf ~k with k < {num_leaves}")
+        children = np.concatenate([left, right])
+        internal_refs = np.bincount(children[children >= 0], minlength=n_internal)
+        leaf_refs = np.bincount(~children[children < 0], minlength=num_leaves)
+        if internal_refs[0] != 0 or (internal_refs[1:] != 1).any():
+            _fail(f"lightgbm: {where} internal nodes are not each reached exactly once from the root")
+        if (leaf_refs != 1).any():
+            k = int(np.flatnonzero(leaf_refs != 1)[0])
+            _fail(f"lightgbm: {where} leaf {k} is reached {int(leaf_refs[k])} times (expected once)")
+        if ((feature < 0) | (feature > max_feature_idx)).any():
+            i = int(np.flatnonzero((feature < 0) | (feature > max_feature_idx))[0])
+            _fail(f"lightgbm: {where} node {i} splits on feature {int(feature[i])} > max_feature_idx "
+                  f"{max_feature_idx}")
+        decision = arrays.get("decision_type", np.zeros(n_internal, dtype=np.int64))
+        if ((decision < 0) | (decision > 15) | (((decision >> 2) & 3) == 3)).any():
+            _fail(f"lightgbm: {where} decision_type outside the values LightGBM writes")
+        categorical = (decision & 1).astype(bool)
+        if categorical.any():
+            if num_cat == 0:
+                _fail(f"lightgbm: {where} has a categorical split but num_cat=0")
+            thresholds = fields["threshold"].split(" ")
+            for i in np.flatnonzero(categorical).tolist():
+                if not _UINT.fullmatch(thresholds[i]) or int(thresholds[i]) >= num_cat:
+                    _fail(f"lightgbm: {where} categorical node {i} has threshold {thresholds[i][:20]!r}, "
+                          f"not a category set index in [0, {num_cat})")
+        if num_cat > 0:
+            if "cat_boundaries" not in arrays or "cat_threshold" not in fields:
+                _fail(f"lightgbm: {where} has num_cat={num_cat} but no cat_boundaries/cat_threshold")
+            bounds = arrays["cat_boundaries"]
+            if bounds[0] != 0 or (np.diff(bounds) < 0).any() or bounds[-1] > MAX_LGB_CAT_WORDS:
+                _fail(f"lightgbm: {where} cat_boundaries are not non-decreasing from 0 (max {MAX_LGB_CAT_WORDS})")
+            words = _lgb_array(fields["cat_threshold"], "ints", int(bounds[-1]), f"{where} cat_threshold", budget)
+            if ((words < 0) | (words > 0xFFFFFFFF)).any():
+                _fail(f"lightgbm: {where} cat_threshold has values outside uint32")
+    if is_linear:
+        if "leaf_const" not in arrays:
+            _fail(f"lightgbm: {where} is linear but has no leaf_const")
+        if "num_features" in arrays:
+            counts = arrays["num_features"]
+            if ((counts < 0) | (counts > max_feature_idx + 1)).any():
+                _fail(f"lightgbm: {where} num_features out of range")
+            total = int(counts.sum())
+            if total:
+                for key in ("leaf_features", "leaf_coeff"):
+                    if key not in fields:
+                        _fail(f"lightgbm: {where} linear leaves have {total} features but no {key}")
+                feats = _lgb_array(fields["leaf_features"], "ints", total, f"{where} leaf_features", budget, True)
+                _lgb_array(fields["leaf_coeff"], "floats", total, f"{where} leaf_coeff", budget, True)
+                if ((feats < 0) | (feats > max_feature_idx)).any():
+                    _fail(f"lightgbm: {where} leaf_features outside [0, {max_feature_idx}]")
+    else:
+        for key in ("leaf_const", "num_features", "leaf_features", "leaf_coeff"):
+            if key in fields:
+                _fail(f"lightgbm: {where} has {key} but is not linear")
+
+
+def check_lightgbm_model(text) -> None:
+    """Check LightGBM model text (``Booster.__getstate__()['_handle']``) before LightGBM parses it."""
+    if not isinstance(text, str):
+        _fail(f"lightgbm: model is {type(text).__name__}, not str")
+    if len(text) > 2_000_000_000:
+        _fail("lightgbm: model text larger than 2 GB")
+    try:
+        raw = text.encode("utf-8")  # what lightgbm.basic._c_str hands to LightGBM
+    except UnicodeError:
+        _fail("lightgbm: model text is not encodable as UTF-8")
+    if b"\0" in raw or b"\r" in raw:
+        _fail("lightgbm: model text contains NUL or carriage-return characters")
+    lines = raw.split(b"\n")
+    offsets = [0]
+    for line in lines[:-1]:
+        offsets.append(offsets[-1] + len(line) + 1)
+
+    # -- header: every non-empty line up to the first "Tree=" line -------------------------------
+    header: dict[str, str] = {}
+    n = 0
+    while n < len(lines) and not lines[n].startswith(b"Tree="):
+        line = lines[n].decode("utf-8")
+        n += 1
+        if not line:
+            continue
+        # GBDT::LoadModelFromString splits the line at '=' dropping empty pieces; mirror it exactly
+        parts = [part for part in line.split("=") if part]
+        if not parts:
+            _fail(f"lightgbm: header line {line[:60]!r} is not key=value")
+        key = parts[0]
+        if len(parts) == 1:
+            value = ""
+        elif len(parts) == 2:
+            value = parts[1]
+        elif key in ("feature_names", "monotone_constraints") and line.startswith(key + "="):
+            value = line[len(key) + 1:]
+        else:
+            _fail(f"lightgbm: header line {line[:60]!r} is not key=value")
+        if key not in _LGB_HEADER_KEYS:
+            _fail(f"lightgbm: unknown header key {key[:40]!r}")
+        if key in header:
+            _fail(f"lightgbm: header key {key!r} repeated")
+        header[key] = value
+    for key in ("num_class", "label_index", "max_feature_idx", "feature_names", "feature_infos", "tree_sizes"):
+        if key not in header:
+            _fail(f"lightgbm: header has no {key}")
+    num_class = _lgb_int(header["num_class"], "num_class", 1, 1_000_000)
+    per_iter = _lgb_int(header.get("num_tree_per_iteration", header["num_class"]), "num_tree_per_iteration",
+                        1, 1_000_000)
+    if per_iter != num_class:
+        # predictions write num_tree_per_iteration outputs into a buffer of num_class
+        _fail(f"lightgbm: num_tree_per_iteration={per_iter} differs from num_class={num_class}")
+    _lgb_int(header["label_index"], "label_index", -1, MAX_LGB_FEATURES)
+    max_feature_idx = _lgb_int(header["max_feature_idx"], "max_feature_idx", 0, MAX_LGB_FEATURES)
+    if len([s for s in header["feature_names"].split(" ") if s]) != max_feature_idx + 1:
+        _fail("lightgbm: feature_names count differs from max_feature_idx + 1")
+    if len([s for s in header["feature_infos"].split(" ") if s]) != max_feature_idx + 1:
+        _fail("lightgbm: feature_infos count differs from max_feature_idx + 1")
+    if "monotone_constraints" in header:
+        if not _INT_LIST.fullmatch(header["monotone_constraints"]) or \
+                len(header["monotone_constraints"].split(" ")) != max_feature_idx + 1:
+            _fail("lightgbm: monotone_constraints are not max_feature_idx + 1 integers")
+    if "objective" in header:
+        _lgb_check_objective(header["objective"], num_class)
+    if not _INT_LIST.fullmatch(header["tree_sizes"]) or not header["tree_sizes"]:
+        _fail("lightgbm: tree_sizes is not a list of sizes")
+    tree_sizes = [int(s) for s in header["tree_sizes"].split(" ")]
+    if len(tree_sizes) > MAX_LGB_TREES:
+        _fail(f"lightgbm: more than {MAX_LGB_TREES} trees")
+    if len(tree_sizes) % per_iter:
+        _fail(f"lightgbm: {len(tree_sizes)} trees is not a multiple of num_tree_per_iteration={per_iter}")
+
+    # -- tree blocks: "Tree=i", up to 22 key=value lines, blank lines ----------------------------
+    budget = [MAX_LGB_NUMBERS]
+    for t, size in enumerate(tree_sizes):
+        if n >= len(lines) or lines[n] != f"Tree={t}".encode():
+            _fail(f"lightgbm: expected the line Tree={t}")
+        start = offsets[n]
+        n += 1
+        fields: dict[str, str] = {}
+        while n < len(lines) and lines[n]:
+            if len(fields) == _LGB_MAX_TREE_LINES:
+                _fail(f"lightgbm: Tree={t} has more than {_LGB_MAX_TREE_LINES} lines")
+            key, eq, value = lines[n].decode("utf-8").partition("=")
+            if not eq:
+                # Tree::Tree scans for '=' without a bound: a line without one reads past the line
+                _fail(f"lightgbm: Tree={t} line {key[:40]!r} has no '='")
+            if key not in _LGB_TREE_KEYS:
+                _fail(f"lightgbm: Tree={t} has unknown key {key[:40]!r}")
+            if key in fields:
+                _fail(f"lightgbm: Tree={t} repeats {key!r}")
+            fields[key] = value
+            n += 1
+        if n >= len(lines) - 1:
+            # the last key line must end in a newline and a blank line: Tree::Tree reads on otherwise
+            _fail(f"lightgbm: Tree={t} is not followed by a blank line")
+        while n < len(lines) - 1 and not lines[n]:
+            n += 1
+        if size != offsets[n] - start:
+            _fail(f"lightgbm: tree_sizes[{t}]={size} does not match the {t}th tree block")
+        _lgb_check_tree(t, fields, max_feature_idx, budget)
+    if n >= len(lines) or lines[n] != b"end of trees":
+        _fail("lightgbm: the trees are not followed by 'end of trees'")
+
+    # -- the rest: feature importances, parameters, pandas_categorical ---------------------------
+    # LightGBM scans for "parameters:" and keeps the lines up to "end of parameters"; each of them is
+    # later split at ':' and indexed without a bound check (GBDT::GetLoadedParam).
+    rest = lines[n + 1:]
+    if b"parameters:" in rest:
+        i = rest.index(b"parameters:") + 1
+        while i < len(rest) and rest[i] != b"end of parameters":
+            line = rest[i].decode("utf-8")
+            if line and line != "parameters:" and not _PARAM_LINE.fullmatch(line):
+                _fail(f"lightgbm: parameter line {line[:60]!r} is not '[name: value]'")
+            i += 1
+        if i == len(rest):
+            _fail("lightgbm: 'parameters:' without 'end of parameters'")
+
+
+# ================================================================================================
+# XGBoost: bounded UBJSON decoder and model schema
+# ================================================================================================
+
+MAX_UBJ_DEPTH = 32
+MAX_UBJ_ITEMS = 5_000_000         # untyped values (each becomes a Python object)
+_UBJ_SCALARS = {ord("i"): ">i1", ord("U"): ">u1", ord("I"): ">i2", ord("l"): ">i4", ord("L"): ">i8",
+                ord("d"): ">f4", ord("D"): ">f8"}
+
+
+class UBJArray:
+    """A strongly typed UBJSON array: ``marker`` is the element type ('d', 'l', 'U', ...)."""
+
+    __slots__ = ("marker", "values")
+
+    def __init__(self, marker: str, values: np.ndarray):
+        self.marker, self.values = marker, values
+
+    def __len__(self):
+        return self.values.shape[0]
+
+    def __repr__(self):
+        return f"UBJArray({self.marker!r}, n={len(self)})"
+
+
+class _UBJReader:
+    def __init__(self, data: bytes):
+        self.data, self.pos, self.items = memoryview(data), 0, 0
+
+    def need(self, size: int) -> None:
+        if size < 0 or self.pos + size > len(self.data):
+            _fail(f"xgboost: UBJSON truncated at byte {self.pos} (needs {size} more)")
+
+    def byte(self) -> int:
+        self.need(1)
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def scalar(self, marker: int):
+        fmt = _UBJ_SCALARS[marker]
+        size = int(fmt[-1])
+        self.need(size)
+        value = np.frombuffer(self.data, dtype=fmt, count=1, offset=self.pos)[0]
+        self.pos += size
+        return float(value) if fmt[1] == "f" else int(value)
+
+    def length(self) -> int:
+        if self.byte() != ord("L"):
+            _fail(f"xgboost: UBJSON length at byte {self.pos - 1} is not int64 ('L')")
+        n = self.scalar(ord("L"))
+        if n < 0 or n > len(self.data) - self.pos:
+            _fail(f"xgboost: UBJSON length {n} at byte {self.pos} exceeds the data")
+        return n
+
+    def string(self) -> str:
+        n = self.length()
+        raw = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            _fail(f"xgboost: UBJSON string at byte {self.pos - n} is not UTF-8")
+
+    def count_item(self) -> None:
+        self.items += 1
+        if self.items > MAX_UBJ_ITEMS:
+            _fail(f"xgboost: more than {MAX_UBJ_ITEMS} UBJSON values")
+
+    def value(self, depth: int):
+        if depth > MAX_UBJ_DEPTH:
+            _fail(f"xgboost: UBJSON nested deeper than {MAX_UBJ_DEPTH}")
+        self.count_item()
+        marker = self.byte()
+        if marker in _UBJ_SCALARS:
+            return self.scalar(marker)
+        if marker == ord("S"):
+            return self.string()
+        if marker == ord("{"):
+            out = {}
+            while True:
+                self.need(1)
+                if self.data[self.pos] == ord("}"):
+                    self.pos += 1
+                    return out
+                key = self.string()
+                if key in out:
+                    _fail(f"xgboost: UBJSON object repeats key {key[:40]!r}")  # XGBoost keeps the first
+                out[key] = self.value(depth + 1)
+        if marker == ord("["):
+            self.need(1)
+            if self.data[self.pos] == ord("$"):
+                self.pos += 1
+                kind = self.byte()
+                if kind not in _UBJ_SCALARS:
+                    _fail(f"xgboost: UBJSON typed array of unsupported type {chr(kind)!r}")
+                if self.byte() != ord("#"):
+                    _fail("xgboost: UBJSON typed array without a count")
+                fmt = _UBJ_SCALARS[kind]
+                size = int(fmt[-1])
+                if self.byte() != ord("L"):
+                    _fail("xgboost: UBJSON typed array count is not int64")
+                n = self.scalar(ord("L"))
+                if n < 0 or n * size > len(self.data) - self.pos:
+                    _fail(f"xgboost: UBJSON typed array of {n} elements exceeds the data")
+                values = np.frombuffer(self.data, dtype=fmt, count=n, offset=self.pos).astype(np.dtype(fmt[1:]))
+                self.pos += n * size
+                return UBJArray(chr(kind), values)
+            out = []
+            if self.data[self.pos] == ord("#"):
+                self.pos += 1
+                n = self.length()
+                for _ in range(n):
+                    out.append(self.value(depth + 1))
+                return out
+            while True:
+                self.need(1)
+                if self.data[self.pos] == ord("]"):
+                    self.pos += 1
+                    return out
+                out.append(self.value(depth + 1))
+        if marker == ord("Z"):
+            return None
+        if marker in (ord("T"), ord("F")):
+            return marker == ord("T")
+        if marker == ord("C"):
+            return self.byte()
+        _fail(f"xgboost: UBJSON marker {chr(marker)!r} at byte {self.pos - 1} is not one XGBoost writes")
+
+
+def decode_ubjson(data: bytes):
+    """Decode UBJSON as XGBoost writes it (typed arrays become ``UBJArray``); bounded in depth and size."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        _fail(f"xgboost: model is {type(data).__name__}, not bytes")
+    reader = _UBJReader(bytes(data))
+    value = reader.value(0)
+    if reader.pos != len(reader.data):
+        _fail(f"xgboost: {len(reader.data) - reader.pos} trailing bytes after the UBJSON value")
+    return value
+
+
+_XGB_TREE_ARRAYS = {  # key -> allowed typed-array markers; all of length num_nodes
+    "loss_changes": "d", "sum_hessian": "d", "base_weights": "d", "split_conditions": "d",
+    "left_children": "l", "right_children": "l", "parents": "l", "split_indices": "lL",
+    "default_left": "U", "split_type": "U",
+}
+_XGB_CAT_ARRAYS = {"categories": "l", "categories_nodes": "l", "categories_segments": "L", "categories_sizes": "L"}
+_XGB_TREE_KEYS = frozenset({"id", "tree_param", *_XGB_TREE_ARRAYS, *_XGB_CAT_ARRAYS})
+_XGB_OBJECTIVES = {  # name -> parameter objects it carries
+    "binary:logistic": {"reg_loss_param"}, "binary:logitraw": {"reg_loss_param"},
+    "binary:hinge": set(), "reg:squarederror": {"reg_loss_param"}, "reg:squaredlogerror": {"reg_loss_param"},
+    "reg:logistic": {"reg_loss_param"}, "reg:pseudohubererror": {"pseudo_huber_param"},
+    "reg:absoluteerror": set(), "reg:quantileerror": {"quantile_loss_param"}, "reg:gamma": set(),
+    "reg:tweedie": {"tweedie_regression_param"}, "count:poisson": {"poisson_regression_param"},
+    "multi:softprob": {"softmax_multiclass_param"}, "multi:softmax": {"softmax_multiclass_param"},
+}
+_XGB_INVALID_PARENT = 0x7FFFFFFF   # RegTree::kInvalidNodeId with the is-left bit masked off
+MAX_XGB_CATEGORY = 1 << 24
+_DEC = re.compile(r"[0-9]{1,10}")
+_XGB_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
+
+
+def _xgb_obj(value, where: str, keys=None, required=()) -> dict:
+    if not isinstance(value, dict):
+        _fail(f"xgboost: {where} is not an object")
+    if keys is not None and not set(value) <= set(keys):
+        _fail(f"xgboost: {where} has unknown keys {sorted(set(value) - set(keys))[:5]}")
+    for key in required:
+        if key not in value:
+            _fail(f"xgboost: {where} has no {key!r}")
+    return value
+
+
+def _xgb_uint(params: dict, key: str, where: str, lo: int = 0, hi: int = 2**31 - 1) -> int:
+    value = params.get(key)
+    if not isinstance(value, str) or not _DEC.fullmatch(value) or not lo <= int(value) <= hi:
+        _fail(f"xgboost: {where}.{key}={str(value)[:30]!r} is not an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _xgb_int_list(value, where: str) -> np.ndarray:
+    if not isinstance(value, list) or not all(_is_int(v) for v in value):
+        _fail(f"xgboost: {where} is not an array of integers")
+    return np.array(value, dtype=np.int64) if value else np.zeros(0, dtype=np.int64)
+
+
+def _xgb_check_tree(t: int, tree, num_feature: int) -> None:
+    where = f"trees[{t}]"
+    _xgb_obj(tree, where, _XGB_TREE_KEYS, ("id", "tree_param", *_XGB_TREE_ARRAYS, *_XGB_CAT_ARRAYS))
+    if not _is_int(tree["id"]) or tree["id"] != t:
+        _fail(f"xgboost: {where}.id={tree['id']!r} is not {t}")
+    param = _xgb_obj(tree["tree_param"], f"{where}.tree_param",
+                     ("num_deleted", "num_feature", "num_nodes", "size_leaf_vector"),
+                     ("num_deleted", "num_feature", "num_nodes", "size_leaf_vector"))
+    n = _xgb_uint(param, "num_nodes", f"{where}.tree_param", 1)
+    if _xgb_uint(param, "num_deleted", f"{where}.tree_param") != 0:
+        _fail(f"xgboost: {where} has deleted nodes")
+    if _xgb_uint(param, "size_leaf_vector", f"{where}.tree_param") > 1:
+        _fail(f"xgboost: {where} is a multi-target tree")
+    if _xgb_uint(param, "num_feature", f"{where}.tree_param") != num_feature:
+        _fail(f"xgboost: {where}.tree_param.num_feature differs from the learner's {num_feature}")
+    arrays = {}
+    for key, markers in {**_XGB_TREE_ARRAYS, **_XGB_CAT_ARRAYS}.items():
+        value = tree[key]
+        if not isinstance(value, UBJArray) or value.marker not in markers:
+            _fail(f"xgboost: {where}.{key} is not a typed array of {markers!r}")
+        if key in _XGB_TREE_ARRAYS and len(value) != n:
+            _fail(f"xgboost: {where}.{key} has {len(value)} elements, num_nodes={n}")
+        arrays[key] = value.values.astype(np.int64) if value.marker in "lLUiI" else value.values
+    left, right, parents = arrays["left_children"], arrays["right_children"], arrays["parents"]
+    index = np.arange(n, dtype=np.int64)
+    leaf = left == -1
+    internal = ~leaf
+    if (leaf & (right != -1)).any():
+        _fail(f"xgboost: {where} leaf {int(np.flatnonzero(leaf & (right != -1))[0])} has a right child")
+    bad = internal & ((left <= index) | (left >= n - 1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"xgboost: {where} node {i} has left child {int(left[i])}, not in ({i}, {n - 1})")
+    bad = internal & (right != left + 1)
+    if bad.any():  # prediction takes the right child to be left + 1
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"xgboost: {where} node {i} has right child {int(right[i])}, not left + 1")
+    counts = np.bincount(np.concatenate([left[internal], right[internal]]), minlength=n)
+    if counts[0] != 0 or (counts[1:] != 1).any():
+        _fail(f"xgboost: {where} nodes are not each reached exactly once from the root")
+    expected_parent = np.full(n, _XGB_INVALID_PARENT, dtype=np.int64)
+    expected_parent[left[internal]] = index[internal]
+    expected_parent[right[internal]] = index[internal]
+    if (parents != expected_parent).any():
+        i = int(np.flatnonzero(parents != expected_parent)[0])
+        _fail(f"xgboost: {where} node {i} has parent {int(parents[i])}, expected {int(expected_parent[i])}")
+    split = arrays["split_indices"]
+    bad = (split < 0) | (split >= num_feature)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        _fail(f"xgboost: {where} node {i} splits on feature {int(split[i])}, not in [0, {num_feature})")
+    if (arrays["default_left"] > 1).any():
+        _fail(f"xgboost: {where}.default_left outside {{0, 1}}")
+    split_type = arrays["split_type"]
+    if (split_type > 1).any():
+        _fail(f"xgboost: {where}.split_type outside {{0 (numerical), 1 (categorical)}}")
+    cat_nodes = np.flatnonzero(split_type == 1)
+    nodes, segments, sizes, cats = (arrays["categories_nodes"], arrays["categories_segments"],
+                                    arrays["categories_sizes"], arrays["categories"])
+    if nodes.shape != cat_nodes.shape or (nodes != cat_nodes).any():
+        _fail(f"xgboost: {where}.categories_nodes are not the nodes whose split_type is categorical")
+    if leaf[cat_nodes].any():
+        _fail(f"xgboost: {where} has a categorical leaf")
+    if segments.shape != nodes.shape or sizes.shape != nodes.shape:
+        _fail(f"xgboost: {where} categories_segments/sizes do not match categories_nodes")
+    if (sizes < 1).any() or sizes.sum() != cats.shape[0] or (segments != np.cumsum(sizes) - sizes).any():
+        _fail(f"xgboost: {where} categories_segments/sizes do not partition categories")
+    if ((cats < 0) | (cats >= MAX_XGB_CATEGORY)).any():
+        _fail(f"xgboost: {where} has a category outside [0, {MAX_XGB_CATEGORY})")
+
+
+def check_xgboost_model(data) -> None:
+    """Check the bytes of an ``xgb.ubj`` (``Booster.save_model`` in UBJSON) before XGBoost reads them."""
+    root = decode_ubjson(data)
+    _xgb_obj(root, "model", ("learner", "version"), ("learner", "version"))
+    version = root["version"]
+    if not isinstance(version, list) or len(version) != 3 or not all(_is_int(v) and v >= 0 for v in version):
+        _fail("xgboost: version is not [major, minor, patch]")
+    if version[0] < 1:
+        _fail(f"xgboost: model version {version} is older than the UBJSON format")
+    learner = _xgb_obj(root["learner"], "learner",
+                       ("attributes", "feature_names", "feature_types", "gradient_booster",
+                        "learner_model_param", "objective"),
+                       ("gradient_booster", "learner_model_param", "objective"))
+    for key in ("feature_names", "feature_types"):
+        if key in learner and (not isinstance(learner[key], list) or
+                               not all(isinstance(s, str) for s in learner[key])):
+            _fail(f"xgboost: learner.{key} is not an array of strings")
+    attributes = learner.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        _fail("xgboost: learner.attributes is not an object of strings")
+    lmp = _xgb_obj(learner["learner_model_param"], "learner_model_param",
+                   ("base_score", "boost_from_average", "num_class", "num_feature", "num_target"),
+                   ("base_score", "num_class", "num_feature"))
+    num_feature = _xgb_uint(lmp, "num_feature", "learner_model_param", 1)
+    num_class = _xgb_uint(lmp, "num_class", "learner_model_param", 0, 1_000_000)
+    if "num_target" in lmp and _xgb_uint(lmp, "num_target", "learner_model_param") != 1:
+        _fail("xgboost: multi-target models are not supported")
+    if "boost_from_average" in lmp and lmp["boost_from_average"] not in ("0", "1"):
+        _fail("xgboost: learner_model_param.boost_from_average is not 0 or 1")
+    n_groups = max(1, num_class)
+    base = lmp["base_score"]
+    if not isinstance(base, str):
+        _fail("xgboost: base_score is not a string")
+    scores = base[1:-1].split(",") if base.startswith("[") and base.endswith("]") else [base]
+    if not all(_XGB_FLOAT.fullmatch(s) for s in scores) or len(scores) not in (1, n_groups):
+        _fail(f"xgboost: base_score {base[:60]!r} is not 1 or {n_groups} numbers")
+    for key in ("feature_names", "feature_types"):
+        if len(learner.get(key, [])) not in (0, num_feature):
+            _fail(f"xgboost: learner.{key} has neither 0 nor num_feature={num_feature} entries")
+
+    objective = _xgb_obj(learner["objective"], "objective", None, ("name",))
+    name = objective["name"]
+    if name not in _XGB_OBJECTIVES or not set(objective) - {"name"} <= _XGB_OBJECTIVES[name]:
+        _fail(f"xgboost: objective {str(name)[:40]!r} with {sorted(set(objective) - {'name'})} is not supported")
+    for key in set(objective) - {"name"}:
+        params = _xgb_obj(objective[key], f"objective.{key}")
+        if not all(isinstance(k, str) and isinstance(v, str) and len(v) < 4096 for k, v in params.items()):
+            _fail(f"xgboost: objective.{key} is not an object of strings")
+    if name.startswith("multi:"):
+        smp = objective.get("softmax_multiclass_param", {})
+        if _xgb_uint(smp, "num_class", "objective.softmax_multiclass_param", 1) != num_class:
+            _fail("xgboost: objective num_class differs from learner_model_param.num_class")
+    elif num_class > 1:
+        _fail(f"xgboost: objective {name} with num_class={num_class}")
+
+    booster = _xgb_obj(learner["gradient_booster"], "gradient_booster", ("name", "model"), ("name", "model"))
+    if booster["name"] != "gbtree":
+        _fail(f"xgboost: booster {str(booster['name'])[:20]!r} is not gbtree")
+    model = _xgb_obj(booster["model"], "gradient_booster.model",
+                     ("gbtree_model_param", "trees", "tree_info", "iteration_indptr", "cats"),
+                     ("gbtree_model_param", "trees", "tree_info", "iteration_indptr"))
+    gmp = _xgb_obj(model["gbtree_model_param"], "gbtree_model_param", ("num_parallel_tree", "num_trees"),
+                   ("num_parallel_tree", "num_trees"))
+    num_trees = _xgb_uint(gmp, "num_trees", "gbtree_model_param")
+    num_parallel = _xgb_uint(gmp, "num_parallel_tree", "gbtree_model_param", 1, 100_000)
+    trees = model["trees"]
+    if not isinstance(trees, list) or len(trees) != num_trees:
+        _fail(f"xgboost: {num_trees} trees declared, {len(trees) if isinstance(trees, list) else 'no'} stored")
+    tree_info = _xgb_int_list(model["tree_info"], "tree_info")
+    if tree_info.shape[0] != num_trees or ((tree_info < 0) | (tree_info >= n_groups)).any():
+        _fail(f"xgboost: tree_info is not {num_trees} output groups in [0, {n_groups})")
+    indptr = _xgb_int_list(model["iteration_indptr"], "iteration_indptr")
+    step = n_groups * num_parallel
+    if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[-1] != num_trees or (np.diff(indptr) != step).any():
+        _fail(f"xgboost: iteration_indptr is not 0..{num_trees} in steps of {step}")
+    if "cats" in model:
+        cats = _xgb_obj(model["cats"], "cats", ("enc", "feature_segments", "sorted_idx"))
+        if any(len(v) if isinstance(v, (list, UBJArray)) else 1 for v in cats.values()):
+            _fail("xgboost: models with a categorical re-coder (cats) are not supported")
+    for t, tree in enumerate(trees):
+        _xgb_check_tree(t, tree, num_feature)
+
+
+# ================================================================================================
+# CatBoost: sandboxed load
+# ================================================================================================
+
+MAX_CATBOOST_BLOB = 2 << 30
+_catboost_verdicts: dict[str, str | None] = {}   # sha256 -> None (fine) or the refusal reason
+_catboost_lock = threading.Lock()
+
+# Runs in the sandbox (forked child, or a fresh interpreter reading the blob on stdin).  Exit 0: loaded
+# and predicted; 3: the loader raised; 4: prediction raised.  Messages go to the result channel.
+_CATBOOST_CHILD = r'''
+def _catboost_probe(blob, report):
+    try:
+        from catboost import CatBoost
+        try:  # a blob that makes the loader allocate without end fails instead of exhausting the machine
+            import resource
+            with open("/proc/self/status") as status:
+                vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+            resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 30), vm + (4 << 30)))
+        except Exception:
+            pass
+        model = CatBoost()
+        model._load_from_string(blob)
+    except BaseException as exc:
+        report(f"CatBoost refused the blob: {type(exc).__name__}: {str(exc)[:200]}")
+        return 3
+    try:
+        names = list(model.feature_names_ or [])
+        width = len(names)
+        if width:
+            cat = set(model.get_cat_feature_indices())
+            text = set(getattr(model, "get_text_feature_indices", list)())
+            emb = set(getattr(model, "get_embedding_feature_indices", list)())
+            if not emb:
+                rows = [[cat_fill if i in cat else ("a" if i in text else fill) for i in range(width)]
+                        for fill, cat_fill in ((0.0, "0"), (1.0, "1"))]
+                model.predict(rows, prediction_type="RawFormulaVal", thread_count=1)
+    except BaseException as exc:
+        report(f"CatBoost could not predict with the blob: {type(exc).__name__}: {str(exc)[:200]}")
+        return 4
+    return 0
+'''
+# one source for both sandboxes: compiled here for the forked child, sent as text to a fresh interpreter
+_probe_namespace: dict = {}
+exec(compile(_CATBOOST_CHILD, "<ag_torchfix.native catboost probe>", "exec"), _probe_namespace)
+
+
+def _sandbox_method() -> str:
+    choice = os.environ.get("AG_TORCHFIX_NATIVE_SANDBOX", "").strip().lower()
+    if choice in ("fork", "subprocess"):
+        return choice
+    return "fork" if sys.platform.startswith("linux") and hasattr(os, "fork") else "subprocess"
+
+
+def _describe_exit(status_kind: str, value: int) -> str:
+    if status_kind == "signal":
+        import signal
+        try:
+            sig = signal.Signals(value).name
+        except ValueError:
+            sig = str(value)
+        return f"CatBoost crashed the sandbox with {sig} (loading the blob or predicting two rows)"
+    return f"the sandbox exited with status {value}"
+
+
+def _catboost_fork(blob: bytes, timeout: float) -> str | None:
+    import warnings
+    read_fd, write_fd = os.pipe()
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns about fork() in a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        return f"could not fork a sandbox: {exc}"
+    if pid == 0:  # child: never returns
+        code = 70
+        try:
+            import faulthandler
+            faulthandler.disable()  # a crash here is the expected verdict, not a report for the parent's stderr
+            os.close(read_fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            try:
+                import resource
+                resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 2, int(timeout) + 2))
+            except Exception:  # noqa: BLE001
+                pass
+
+            def report(message):
+                os.write(write_fd, message.encode("utf-8", "replace")[:4000])
+
+            code = _probe_namespace["_catboost_probe"](blob, report)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    status = None
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # SIGCHLD ignored by the application: no status to judge by
+            os.close(read_fd)
+            return "the sandbox's exit status could not be read"
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(read_fd)
+            return f"timeout: the CatBoost sandbox ran longer than {timeout:g}s"
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    os.set_blocking(read_fd, False)
+    try:
+        message = os.read(read_fd, 4000).decode("utf-8", "replace")
+    except BlockingIOError:
+        message = ""
+    finally:
+        os.close(read_fd)
+    if os.WIFSIGNALED(status):
+        return _describe_exit("signal", os.WTERMSIG(status))
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return None
+    return message or _describe_exit("exit", code)
+
+
+def _catboost_subprocess(blob: bytes, timeout: float) -> str | None:
+    import subprocess
+    code = (_CATBOOST_CHILD + "\nimport sys\nmsgs = []\nrc = _catboost_probe(sys.stdin.buffer.read(), msgs.append)\n"
+            "sys.stderr.write(''.join(msgs))\nsys.stderr.flush()\nimport os\nos._exit(rc)\n")
+    env = dict(os.environ, AG_TORCHFIX_AUTOLOAD="0", OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=timeout,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        return f"timeout: the CatBoost sandbox ran longer than {timeout:g}s"
+    except OSError as exc:
+        return f"could not start a sandbox: {exc}"
+    if proc.returncode < 0:
+        return _describe_exit("signal", -proc.returncode)
+    if proc.returncode == 0:
+        return None
+    message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    return (message[-1] if message else "") or _describe_exit("exit", proc.returncode)
+
+
+def check_catboost_blob(blob, timeout: float = 30) -> None:
+    """Load a CatBoost model blob (``CatBoost.__getstate__()['__model']``) and predict one row with it in
+    a sandbox child process first; refuse the blob when the child crashes, fails or times out.
+
+    Verdicts are cached by SHA-256, so each blob is checked once per process.  The sandbox is a fork
+    of this process on Linux (``AG_TORCHFIX_NATIVE_SANDBOX=subprocess`` forces a fresh interpreter); a
+    forked sandbox that times out is retried once in a fresh interpreter, in case the fork inherited a
+    lock held by another thread.
+    """
+    if not isinstance(blob, (bytes, bytearray)):
+        _fail(f"catboost: model blob is {type(blob).__name__}, not bytes")
+    if len(blob) > MAX_CATBOOST_BLOB:
+        _fail("catboost: model blob larger than 2 GiB")
+    blob = bytes(blob)
+    if not blob.startswith(b"CBM1"):
+        _fail("catboost: model blob does not start with CatBoost's 'CBM1' signature")
+    digest = hashlib.sha256(blob).hexdigest()
+    with _catboost_lock:
+        if digest not in _catboost_verdicts:
+            if _sandbox_method() == "fork":
+                verdict = _catboost_fork(blob, timeout)
+                if verdict is not None and verdict.startswith("timeout"):
+                    verdict = _catboost_subprocess(blob, timeout)
+            else:
+                verdict = _catboost_subprocess(blob, timeout)
+            _catboost_verdicts[digest] = verdict
+        verdict = _catboost_verdicts[digest]
+    if verdict is not None:
+        _fail(f"catboost: {verdict}")
