@@ -52,7 +52,7 @@ ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
 TORCH_LIMITS = pickle_scan.Limits(objects=1_000_000, memo=500_000, depth=1_000, calls=50_000)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Profile:
     """An allowlist and how the loader that enforces it behaves."""
 
@@ -166,6 +166,7 @@ class TorchRules:
 
     def __init__(self, profile: Profile, arch: archive.TorchArchive | None = None):
         self.entries = profile.entries
+        self.calls = _call_table(profile)
         self.archive = arch
         self.problems: list[pickle_scan.Problem] = []
 
@@ -176,25 +177,28 @@ class TorchRules:
     def call(self, opname: str, func, args, obj: Obj, offset: int) -> None:
         if type(func) is not Global:
             return  # the scan already reports calling a computed object
-        name = func.name
-        if name in allowlist.SHIM_RETURNS:
-            obj.type = _result_type(allowlist.SHIM_RETURNS[name], args)
-            return
-        entry = self.entries.get(name)
-        if entry is None or entry.use == REFERENCE:
+        row = self.calls.get(func.name)
+        if row is None:
             return  # an unknown global, or a value-only entry called: judge() reports both
+        use, match, returns, empty_ok = row
+        if args == () and empty_ok and opname == "REDUCE":  # the commonest call: OrderedDict(), Random(), bytes()
+            obj.type = func.name if use == CONSTRUCT else returns
+            return
+        if use is None:  # a shim: it checks its own arguments at run time
+            obj.type = _result_type(returns, args)
+            return
         if opname == "NEWOBJ":
-            if entry.use != CONSTRUCT or args != ():
-                self._problem("call-arguments", f"NEWOBJ of {name} with arguments (genuine files construct "
+            if use != CONSTRUCT or args != ():
+                self._problem("call-arguments", f"NEWOBJ of {func.name} with arguments (genuine files construct "
                               "with none, then BUILD)", offset)
-            obj.type = name
+            obj.type = func.name
             return
         if opname != "REDUCE":
             return  # INST/OBJ/NEWOBJ_EX: torch's unpickler lacks them (reported as opcodes)
-        if not _args_matcher(name)(args):
-            self._problem("call-arguments", f"{name} called with arguments no genuine file passes: "
+        if not match(args):
+            self._problem("call-arguments", f"{func.name} called with arguments no genuine file passes: "
                           f"{_show(args)}", offset)
-        obj.type = name if entry.use == CONSTRUCT else _result_type(entry.returns, args)
+        obj.type = func.name if use == CONSTRUCT else _result_type(returns, args)
 
     def setitems(self, target: Obj, offset: int) -> None:
         if target.type not in ("collections.OrderedDict", "collections.defaultdict"):
@@ -239,6 +243,19 @@ class TorchRules:
         return storage
 
 
+@functools.lru_cache(maxsize=4)
+def _call_table(profile: Profile) -> dict[str, tuple]:
+    """name -> (use, argument matcher, result type, no-argument call allowed) for every callable entry and shim
+    (None use: a shim)."""
+    table = {name: (None, None, returns, False) for name, returns in allowlist.SHIM_RETURNS.items()
+             if name in profile.shims}
+    for name, entry in profile.entries.items():
+        if entry.use != REFERENCE:
+            empty_ok = entry.args is not None and () in entry.args and not (entry.returns or "").startswith("arg")
+            table[name] = (entry.use, _args_matcher(name), entry.returns, empty_ok)
+    return table
+
+
 def state_problem(state, *, slots: bool | frozenset = False) -> str | None:
     """Why a BUILD state (or torch's _set_obj_state argument) could plant something, or None.
 
@@ -265,9 +282,12 @@ def _mapping_problem(state, what: str) -> str | None:
     if type(state) is not dict:
         return f"its {what} is {_show(state)}, not a plain dict"
     for key, value in state.items():
-        if type(key) is Obj or type(key) is Global:
-            return f"its {what} has a computed key ({_show(key)}), which could be a string subclass"
-        if is_dunder(key):
+        t = type(key)
+        if t is not str:
+            if t is Obj or t is Global:
+                return f"its {what} has a computed key ({_show(key)}), which could be a string subclass"
+            continue
+        if key[:2] == "__" and is_dunder(key):
             rule = allowlist.DUNDER_STATE.get(key)
             if rule is None:
                 return f"its {what} sets {key}, a dunder name (it would shadow the class's own)"

@@ -13,7 +13,9 @@ unopenable path raises the operating system's own error, as AutoGluon's loader w
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import io
 import os
 import pickle
@@ -25,7 +27,9 @@ from typing import BinaryIO
 from . import allowlist, fallback, policy, shims, torch_scope, trust
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
 
-MAX_UNSEEKABLE = 4 << 30  # a stream that cannot seek is buffered in memory, up to this size
+MAX_IN_MEMORY = 1 << 30  # files up to this size are read once into memory: the check and torch see the same bytes
+_verdicts: collections.OrderedDict[bytes, frozenset[str]] = collections.OrderedDict()  # digest -> names (passed)
+_VERDICTS_KEPT = 256
 
 _DTYPE_CLASSES = tuple(e.name for e in allowlist.FASTAI_INTERNALS if e.name.startswith("numpy.dtypes."))
 
@@ -43,7 +47,7 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
     if not callable(getattr(file, "read", None)):
         raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")
     path = path or getattr(file, "name", None)
-    stream = file if _seekable(file) else _buffer(file, path, model)
+    stream = _in_memory(file, path, model)
     start = stream.tell()
     try:
         return _load_secure(stream, path, model)
@@ -103,17 +107,25 @@ def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
             "torch zip archives (torch.save's format since torch 1.6, which AutoGluon writes)", **where)
     if head != b"PK\x03\x04":
         raise UnreadableFileError(f"it is not a torch zip archive (starts with {head!r})", **where)
-    try:
-        check = policy.check_internals(stream)
-    except policy.Unreadable as exc:
-        raise UnreadableFileError(str(exc), **where) from None
-    verdict = check.judgement
-    if verdict.error is not None and not verdict.dangerous:
-        raise UnreadableFileError(f"its pickle is unreadable ({verdict.error})", **where)
-    if not verdict.ok:
-        constructs = verdict.constructs + ([f"unreadable past a point: {verdict.error}"] if verdict.error else [])
-        raise DisallowedGlobalsError(verdict.disallowed_labels(), constructs, **where)
-    scope = _scope_for(frozenset(check.scan.globals), path, model)
+    digest = hashlib.blake2b(stream.getbuffer(), digest_size=32).digest() if isinstance(stream, io.BytesIO) else None
+    names = _verdicts.get(digest) if digest is not None else None
+    if names is None:  # not these exact bytes before: check them
+        try:
+            check = policy.check_internals(stream)
+        except policy.Unreadable as exc:
+            raise UnreadableFileError(str(exc), **where) from None
+        verdict = check.judgement
+        if verdict.error is not None and not verdict.dangerous:
+            raise UnreadableFileError(f"its pickle is unreadable ({verdict.error})", **where)
+        if not verdict.ok:
+            constructs = verdict.constructs + ([f"unreadable past a point: {verdict.error}"] if verdict.error else [])
+            raise DisallowedGlobalsError(verdict.disallowed_labels(), constructs, **where)
+        names = frozenset(check.scan.globals)
+        if digest is not None:
+            _verdicts[digest] = names
+            if len(_verdicts) > _VERDICTS_KEPT:
+                _verdicts.popitem(last=False)
+    scope = _scope_for(names, path, model)
     stream.seek(start)
     import torch
 
@@ -207,10 +219,21 @@ def _load_full_pickle(stream: BinaryIO):
         pathlib.WindowsPath = windows_path
 
 
-def _buffer(file, path, model) -> io.BytesIO:
-    data = file.read(MAX_UNSEEKABLE + 1)
-    if len(data) > MAX_UNSEEKABLE:
-        raise UnreadableFileError(f"the stream is larger than {MAX_UNSEEKABLE} bytes", path=path, model=model)
+def _in_memory(file, path, model) -> BinaryIO:
+    """The file's bytes, read once: the check and torch then read the same bytes, whatever happens to the file
+    meanwhile (and the verdict can be remembered by their digest).  Larger files stay on disk."""
+    if isinstance(file, io.BytesIO):
+        return file
+    if _seekable(file):
+        start = file.tell()
+        file.seek(0, 2)
+        size = file.tell() - start
+        file.seek(start)
+        if size > MAX_IN_MEMORY:
+            return file
+    data = file.read(MAX_IN_MEMORY + 1)
+    if len(data) > MAX_IN_MEMORY:
+        raise UnreadableFileError(f"the stream is larger than {MAX_IN_MEMORY} bytes", path=path, model=model)
     return io.BytesIO(data)
 
 

@@ -131,3 +131,198 @@ def test_trusted_predictor_loads_through_autogluon(unknown_global_file, no_force
         TabularPredictor.load(str(predictor_dir), verbosity=0).predict(data)
     with ag_torchfix.trusted(predictor_dir), pytest.warns(ag_torchfix.TrustedFallbackWarning):
         assert len(TabularPredictor.load(str(predictor_dir), verbosity=0).predict(data)) == 10
+
+
+# --- issue 10: bypasses -------------------------------------------------------------------------------
+
+def test_a_path_containing_scheme_separator_is_normalised_not_trusted(unknown_global_file, tmp_path, monkeypatch,
+                                                                         no_force):
+    """'://' anywhere in a path used to skip normalisation: /srv/trusted/../victim/evil/s3://x/... counted as under
+    /srv/trusted.  Only a leading s3:// is a URL; everything else is resolved before comparing."""
+    trusted_dir = tmp_path / "trusted"
+    trusted_dir.mkdir()
+    victim = tmp_path / "victim" / "evil" / "s3:" / "x"
+    victim.mkdir(parents=True)
+    target = victim / "model-internals.pkl"
+    shutil.copy(unknown_global_file, target)
+    sneaky = f"{trusted_dir}/../victim/evil/s3://x/model-internals.pkl"
+    assert os.path.samefile(sneaky, target)
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", str(trusted_dir))
+    assert trust.trust_source(sneaky) is None
+    with pytest.raises(ag_torchfix.DisallowedGlobalsError):
+        ag_torchfix.load_learner(target, path=sneaky)
+    assert not trust.under(trust.normalise("s3://bucket/a"), trust.normalise("/s3:"))
+    assert not trust.under(trust.normalise("/srv/trusted-evil/x"), trust.normalise("/srv/trusted"))
+    assert trust.under(trust.normalise("s3://bucket/a/b.pkl"), trust.normalise("s3://bucket/a/"))
+
+
+def test_env_entries_keep_s3_prefixes_and_lock_digests_whole(monkeypatch, tmp_path):
+    digest = "sha256:" + "ab" * 32
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", os.pathsep.join(["s3://bucket/models", str(tmp_path), digest]))
+    env = trust.env_trust()
+    assert env.kind == "entries" and env.prefixes == ("s3://bucket/models", str(tmp_path.resolve()))
+    assert env.locks == ("ab" * 32,)
+
+
+def test_strict_mode_fallback_obeys_the_force_flag(zoo_predictors, tmp_path, monkeypatch, force):
+    import collections
+    import pickle
+
+    from autogluon.tabular import TabularPredictor
+
+    dest = shutil.copytree(zoo_predictors["zoo-multiclass"], tmp_path / "p")
+    with open(dest / "learner.pkl", "rb") as fh:
+        learner = pickle.load(fh)
+    learner.note = collections.Counter  # harmless, not in the strict allowlist
+    with open(dest / "learner.pkl", "wb") as fh:
+        pickle.dump(learner, fh, protocol=4)
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", "1")
+    with ag_torchfix.strict(), ag_torchfix.trusted(), pytest.raises(ag_torchfix.DisallowedGlobalsError) as err:
+        TabularPredictor.load(str(dest), verbosity=0)
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD is set" in str(err.value)
+
+
+def test_trust_ends_with_its_block_for_tasks_created_inside(unknown_global_file, no_force):
+    import asyncio
+    import contextvars
+
+    async def main():
+        with ag_torchfix.trusted():
+            task = asyncio.ensure_future(asyncio.sleep(0.01, result=None))
+            late = asyncio.get_running_loop().create_task(_later())
+            context = contextvars.copy_context()
+        await task
+        return await late, context.run(trust.trust_source, str(unknown_global_file))
+
+    async def _later():
+        await asyncio.sleep(0.02)  # runs after the block has exited, in a copy of its context
+        return trust.trust_source(str(unknown_global_file))
+
+    later, copied = asyncio.run(main())
+    assert later is None and copied is None
+
+
+def test_a_generator_yielding_inside_the_block_is_documented_not_hidden(unknown_global_file, no_force):
+    """A generator that yields inside trusted() carries trust to its caller until it resumes (README)."""
+    def gen():
+        with ag_torchfix.trusted():
+            yield trust.trust_source(str(unknown_global_file))
+
+    it = gen()
+    assert next(it) == "ag_torchfix.trusted()"
+    assert trust.trust_source(str(unknown_global_file)) == "ag_torchfix.trusted()"  # the caller, while suspended
+    it.close()
+    assert trust.trust_source(str(unknown_global_file)) is None
+
+
+# --- issue 10: content-bound trust (lock / verify) ---------------------------------------------------
+
+def cli(*args, env_extra=None):
+    import subprocess
+    import sys
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "ag_torchfix", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.fixture
+def locked(unknown_global_file):
+    predictor = unknown_global_file.parents[2]
+    out = cli("lock", predictor)
+    assert out.returncode == 0, out.stderr
+    digest = out.stdout.strip().splitlines()[-1]
+    assert digest.startswith("sha256:") and len(digest) == 71
+    return predictor, unknown_global_file, digest
+
+
+def test_a_locked_predictor_loads_with_its_digest_and_one_changed_byte_is_refused(locked, monkeypatch, no_force):
+    predictor, file, digest = locked
+    assert cli("verify", predictor).returncode == 0
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)
+    with pytest.warns(ag_torchfix.TrustedFallbackWarning, match="matches"):
+        _load(file)
+    with ag_torchfix.trusted(lock=digest), pytest.warns(ag_torchfix.TrustedFallbackWarning):
+        monkeypatch.delenv("AG_TORCHFIX_TRUST")
+        _load(file)
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)
+    data = bytearray(file.read_bytes())
+    data[-30] ^= 1  # one byte of the archive's end record area
+    file.write_bytes(bytes(data))
+    with pytest.raises((ag_torchfix.LockMismatchError, ag_torchfix.UnreadableFileError)) as err:
+        _load(file)
+    if isinstance(err.value, ag_torchfix.LockMismatchError):
+        assert "expected sha256:" in str(err.value) and "got sha256:" in str(err.value)
+    assert cli("verify", predictor).returncode == 2
+
+
+def test_lock_mismatch_names_file_and_digests(locked, monkeypatch, no_force):
+    predictor, file, digest = locked
+    payload = data_pkl(file).replace(b"cdatetime\ntimedelta\n", b"cdatetime\ntimezone\n", 1)
+    rewrite_archive(file, file, payload)  # still refused by the secure load; now not the locked bytes either
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)
+    with pytest.raises(ag_torchfix.LockMismatchError) as err:
+        _load(file)
+    assert "model-internals.pkl" in str(err.value) and err.value.expected != err.value.actual
+
+
+def test_the_hash_is_of_the_bytes_loaded(locked, monkeypatch, no_force):
+    """Lock trust hands the fallback the very bytes it hashed: a file swapped after the check is never read."""
+    from ag_torchfix import fallback
+
+    predictor, file, digest = locked
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)
+    genuine = file.read_bytes()
+    calls = []
+
+    def read(limit):
+        calls.append(limit)
+        return genuine[:limit]
+
+    err = ag_torchfix.DisallowedGlobalsError(["datetime.timedelta"], [], path=str(file))
+    with pytest.warns(ag_torchfix.TrustedFallbackWarning):
+        door = fallback.open_door(err, str(file), read, what="secure load")
+    assert door.data == genuine and calls == [len(genuine) + 1]
+
+
+@pytest.mark.parametrize("change", ["tampered", "added", "removed", "renamed", "symlinked", "lock-edited",
+                                    "wrong-digest", "no-lock"])
+def test_verify_and_lock_trust_failure_modes(change, locked, tmp_path, monkeypatch, no_force):
+    import json
+
+    predictor, file, digest = locked
+    lock_path = predictor / "ag_torchfix.lock"
+    expected_exit = 2
+    if change == "tampered":
+        (predictor / "learner.pkl").write_bytes((predictor / "learner.pkl").read_bytes() + b"\0")
+    elif change == "added":
+        (predictor / "models" / "extra.pkl").write_bytes(b"\x80\x04N.")
+    elif change == "removed":
+        (predictor / "learner.pkl").unlink()
+    elif change == "renamed":
+        (predictor / "learner.pkl").rename(predictor / "learner2.pkl")
+    elif change == "symlinked":
+        target = tmp_path / "elsewhere.pkl"
+        target.write_bytes((predictor / "learner.pkl").read_bytes())
+        (predictor / "learner.pkl").unlink()
+        (predictor / "learner.pkl").symlink_to(target)
+    elif change == "lock-edited":
+        doc = json.loads(lock_path.read_text())
+        doc["files"][str(file.relative_to(predictor))]["sha256"] = "0" * 64
+        lock_path.write_text(json.dumps(doc))
+        expected_exit = 2
+    elif change == "wrong-digest":
+        digest = "sha256:" + "0" * 64
+        expected_exit = 0
+    elif change == "no-lock":
+        lock_path.unlink()
+        expected_exit = 3
+    out = cli("verify", "--json", predictor)
+    assert out.returncode == expected_exit, out.stdout
+    if change != "lock-edited":
+        doc = json.loads(out.stdout)
+        assert doc["exit_code"] == expected_exit
+    monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)
+    if change in ("lock-edited", "wrong-digest", "no-lock"):  # the digest no longer names this lock
+        with pytest.raises(ag_torchfix.DisallowedGlobalsError):
+            _load(file)
