@@ -9,6 +9,9 @@ CACHE  ?= $(HOME)/.cache/ag-torchfix
 export AG_TORCHFIX_ENVS ?= $(CACHE)/envs
 export AG_TORCHFIX_TEST_CACHE ?= $(CACHE)/predictors
 LEGACY := legacy-ag11 legacy-fastai27
+# The wide compatibility matrix (tools/env.sh): AutoGluon 1.2/1.3/1.4, fastai 2.7.19/2.8.12 forced over
+# AutoGluon 1.6.3, torch 2.14.1 (several GB of CUDA libraries). Built and measured only by `make compat-wide`.
+WIDE   := ag12 ag13 ag14 fastai2719 fastai2812 torch2141
 
 .PHONY: venv envs test test-current test-forced test-legacy compat-check compat demo bench sweep clean
 
@@ -45,16 +48,47 @@ compat-check: $(STAMP) envs
 compat: $(STAMP) envs
 	$(PY) tools/compat.py --write README.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
 
+.PHONY: envs-wide compat-wide
+
+# Build (or reuse) every environment of the wide matrix; each build records its duration in NAME/.build-seconds.
+envs-wide:
+	@for env in $(WIDE); do tools/env.sh $$env || exit 1; done
+
+# Measure every stack (the CI stacks and the wide ones) and rewrite the whole README table and its closing note
+# (date, versions, build times); the measured steps' details go to .cache/compat-wide.json.
+compat-wide: $(STAMP) envs envs-wide
+	@mkdir -p .cache
+	$(PY) tools/compat.py --write README.md --all --json .cache/compat-wide.json \
+	  $(PY) $(foreach env,$(LEGACY) $(WIDE),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
+
 demo: $(STAMP)
 	$(PY) demo/demo.py
 
+# picklescan is installed for the side-by-side scan row only (a benchmark dependency, not the package's).
 bench: $(STAMP)
+	@$(PY) -c "import picklescan" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check picklescan
 	$(PY) benchmarks/bench.py
 
 # Regenerate the allowlist candidates from real predictors (review them before editing allowlist.py).
 sweep: $(STAMP)
 	$(PY) tools/sweep_exports.py .cache/sweep-fastai-internals.json
 	$(PY) tools/sweep_strict.py .cache/sweep-strict.json
+
+.PHONY: fuzz
+
+# Coverage-guided fuzzing (atheris) of the archive reader, the opcode scanner, the internals check, the secure
+# loader, strict mode and the scanner: FUZZ_SECONDS each, one target at a time, niced; not part of `make test`.
+# Seeds come from FUZZ_PREDICTOR (a predictor directory) or the test suite's cached predictors; findings and
+# the growing corpus stay under .cache/fuzz/ (tools/fuzz.py says how to read them).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= archive scan internals loader strict scanner
+FUZZ_PREDICTOR ?=
+fuzz: $(STAMP)
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check atheris
+	@status=0; for target in $(FUZZ_TARGETS); do \
+	  nice -n 10 $(PY) tools/fuzz.py $$target --seconds $(FUZZ_SECONDS) \
+	    $(if $(FUZZ_PREDICTOR),--predictor $(FUZZ_PREDICTOR)) || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) .cache
