@@ -306,7 +306,8 @@ def _object_rule(value) -> str | None:
             continue
         if isinstance(attribute, (types.FunctionType, classmethod, staticmethod, property, types.MethodType)):
             return f"a {_name(cls)} in the file shadows its method {key} with an attribute"
-        if "file" in key and state[key] != attribute:
+        if "file" in key and not (type(state[key]) is type(attribute) and isinstance(attribute, (str, int, bool, type(None)))
+                                  and state[key] == attribute):
             return f"a {_name(cls)} in the file changes its class's {key} to {state[key]!r}"
     return None
 
@@ -350,7 +351,7 @@ def _is(value, name: str, *, exact_type: bool = False) -> bool:
 
         return isinstance(value, numpy.dtype) or isinstance(value, type) and issubclass(value, numpy.generic)
     if name.startswith("'"):
-        return value == name.strip("'")
+        return type(value) is str and value == name.strip("'")
     if name == PARTIAL:
         return type(value) is functools.partial
     if exact_type:

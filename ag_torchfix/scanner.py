@@ -300,7 +300,7 @@ def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> Fi
         report.verdict, report.error = UNREADABLE, exc.reason
     except SecureLoadError as exc:
         report.verdict = NEEDS_TRUST
-        report.constructs.append(exc.reason)
+        report.constructs.extend(getattr(exc, "globals", []) + getattr(exc, "constructs", []) or [exc.reason])
     except ImportError as exc:
         report.note = f"checked statically only: strict mode's load needs AutoGluon here ({exc})"
     else:

@@ -32,6 +32,7 @@ import io
 import math
 import os
 import pickle
+import struct
 import sys
 
 from . import allowlist, fallback, pickle_scan, policy, shims, trust
@@ -310,6 +311,15 @@ class StrictUnpickler(pickle._Unpickler):
         super().load_additems()
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
+    def load_bytearray8(self):
+        """pickle's own version allocates the declared length, then reads: 10 bytes could ask for a terabyte."""
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)  # the stream returns what it holds, never more
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 declares {size} bytes but the pickle ends first")
+        self.append(bytearray(data))
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
     def _refuse(self):
         raise pickle.UnpicklingError("INST/OBJ, extension codes and persistent ids are not allowed in strict mode")
 
@@ -531,7 +541,10 @@ def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None
                               f"{str(exc)[:300]})", **where) from exc
     from . import dispatch
 
-    problem = dispatch.check_file(obj, path)
+    try:
+        problem = dispatch.check_file(obj, path)
+    except Exception as exc:  # a check that cannot even compare the object's values: refuse, typed
+        problem = f"its object cannot be checked against what AutoGluon writes there ({type(exc).__name__}: {exc})"
     if problem:
         raise DisallowedGlobalsError([], [problem], **where)
     return obj

@@ -146,6 +146,21 @@ def internals_of():
     return find
 
 
+# Modules whose behaviour does not depend on TORCH_FORCE_WEIGHTS_ONLY_LOAD (the static scanner, the catalogue, the
+# native validators, strict mode's attack matrix): the forced run of the matrix skips them to keep `make test` short.
+FORCE_INDEPENDENT = {"test_pickle_scan", "test_catalogue", "test_native", "test_strict_attacks", "test_scan_formats",
+                     "test_fuzz_findings"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() not in ("1", "y", "yes", "true"):
+        return
+    skip = pytest.mark.skip(reason="independent of TORCH_FORCE_WEIGHTS_ONLY_LOAD: run once, unforced")
+    for item in items:
+        if item.module.__name__ in FORCE_INDEPENDENT:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_trust_from_env(monkeypatch):
     """Tests start with nothing trusted.  TORCH_FORCE_WEIGHTS_ONLY_LOAD is left as the run set it (the

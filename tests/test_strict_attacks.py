@@ -204,7 +204,7 @@ def test_a_cyclic_sklearn_tree_is_refused_instead_of_hanging(zoo_copy):
     dump_obj(model, path)
     live = None
     try:
-        live = run_autogluon(predictor, "RandomForest_BAG_L1", strict=False, timeout=60)
+        live = run_autogluon(predictor, "RandomForest_BAG_L1", strict=False, timeout=25)
     except subprocess.TimeoutExpired:
         pass
     assert live is None or live.returncode != 0  # without strict mode: hangs (or fails)
