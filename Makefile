@@ -35,11 +35,12 @@ test: test-current test-forced test-legacy compat-check
 test-current: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The other rows skip the modules that depend on neither the force flag nor the stack (tests/conftest.py RUN_ONCE).
 test-forced: $(STAMP)
-	TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 $(PY) -m pytest -q tests
+	TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 AG_TORCHFIX_TEST_ONCE=0 $(PY) -m pytest -q tests
 
 test-legacy: envs
-	@for env in $(LEGACY); do echo "== $$env"; $(AG_TORCHFIX_ENVS)/$$env/bin/python -m pytest -q tests || exit 1; done
+	@for env in $(LEGACY); do echo "== $$env"; AG_TORCHFIX_TEST_ONCE=0 $(AG_TORCHFIX_ENVS)/$$env/bin/python -m pytest -q tests || exit 1; done
 
 compat-check: $(STAMP) envs
 	$(PY) tools/compat.py --check README.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)

@@ -34,6 +34,7 @@ TESTED: dict[str, tuple[str, ...]] = {
 class Env:
     versions: dict[str, str | None]
     forced: bool
+    torch_pin: str | None = None  # the torch requirement autogluon.tabular declares (its fastai extra)
 
     def v(self, name: str) -> tuple[int, ...] | None:
         return parse(self.versions.get(name))
@@ -95,7 +96,8 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
         "torch-untested", "torch outside the range AutoGluon declares or ag_torchfix measured",
         "(no error: behaviour may differ)",
         lambda e: e.v("torch") is not None and (not _tested("torch", e.versions["torch"])
-                                                or outside_autogluon_torch_range(e.versions["torch"]) is not None),
+                                                or (e.torch_pin is not None
+                                                    and not satisfies(e.versions["torch"], e.torch_pin))),
         "", "use a torch AutoGluon declares and the compatibility table lists",
         "torch 2.13.0 and 2.14.1 measured"),
 )
@@ -108,7 +110,7 @@ def examine(*, probe: bool = True) -> dict:
     for dist in sorted({d.metadata["Name"] for d in md.distributions() if (d.metadata["Name"] or "").lower()
                         .startswith("autogluon")}):
         versions[dist] = _version(dist)
-    env = Env(versions, trust.platform_forces_weights_only())
+    env = Env(versions, trust.platform_forces_weights_only(), autogluon_torch_range())
     hook = _hook_state()
     supported = env.v("torch") is not None and env.v("torch")[:2] >= MIN_TORCH
     usable = fastai_model_usable() if probe and versions.get("autogluon.tabular") else None
