@@ -29,7 +29,6 @@ AUTOGLUON_XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
 ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
 _state: dict[str, object] = {"installed": False, "how": None}
-MARK = "__ag_torchfix_patch__"
 _originals: dict[str, object] = {}
 
 
@@ -142,29 +141,29 @@ def _patch_xgboost(module) -> None:
 
 def _patch_fastai_load_model(module) -> None:
     """Run fastai's ``load_model`` with its checkpoint globals accepted for that call only."""
-    import functools
+    from . import patching
 
     with _lock:
         current = module.load_model
-        if not _state["installed"] or getattr(current, MARK, False):
+        if not _state["installed"] or patching.is_patched(current):
             return
 
-        @functools.wraps(current)
         def load_model(*args, **kwargs):
             from . import torch_scope
 
             with torch_scope.adding(fastai_load_model_globals()):
                 return current(*args, **kwargs)
 
-        setattr(load_model, MARK, True)
         _originals["fastai.learner.load_model"] = current
-        module.load_model = load_model
+        module.load_model = patching.wrap(current, load_model)
 
 
 def _unpatch_fastai_load_model() -> None:
     import sys
 
+    from . import patching
+
     module = sys.modules.get("fastai.learner")
     original = _originals.pop("fastai.learner.load_model", None)
-    if module is not None and original is not None and getattr(module.load_model, MARK, False):
+    if module is not None and original is not None and patching.is_patched(module.load_model):
         module.load_model = original

@@ -10,12 +10,12 @@ unaffected.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import warnings
 from types import ModuleType
 
+from . import patching
 from .errors import VersionWarning
 
 from .activation import AUTOGLUON_FASTAI_MODULE as TARGET_MODULE
@@ -23,34 +23,23 @@ _originals: dict[type, object] = {}
 _warned_versions: set[str] = set()
 
 
-MARK = "__ag_torchfix_patch__"  # set on every replacement, so that identity-preserving metadata stays AutoGluon's
-
 
 def apply(module: ModuleType) -> None:
-    """Replace ``NNFastAiTabularModel.load`` in ``module`` (idempotent).  The replacement keeps the
-    original's name, module, qualified name, docstring and signature (``functools.wraps``)."""
-    cls = module.NNFastAiTabularModel
-    current = cls.__dict__.get("load")
-    if getattr(getattr(current, "__func__", None), MARK, False):
-        return
-    _check_version()
-    original = current.__func__
+    """Replace ``NNFastAiTabularModel.load`` in ``module`` (idempotent); the replacement is transparent
+    (``patching``)."""
+    def make(original):
+        def load(cls, path: str, reset_paths: bool = True, verbose: bool = True):
+            return _load_fastai_model(cls, path, reset_paths=reset_paths, verbose=verbose)
+        return load
 
-    @functools.wraps(original)
-    def load(cls, path: str, reset_paths: bool = True, verbose: bool = True):
-        return _load_fastai_model(cls, path, reset_paths=reset_paths, verbose=verbose)
-
-    setattr(load, MARK, True)
-    _originals[cls] = current
-    cls.load = classmethod(load)
+    if not patching.is_patched(module.NNFastAiTabularModel.__dict__.get("load")):
+        _check_version()
+    patching.replace_classmethod(module.NNFastAiTabularModel, "load", make, _originals)
 
 
 def remove() -> None:
     """Put every replaced ``load`` back."""
-    for cls, original in list(_originals.items()):
-        if getattr(getattr(cls.__dict__.get("load"), "__func__", None), MARK, False):
-            cls.load = original
-        del _originals[cls]
+    patching.restore_classmethod("load", _originals)
 
 
 def is_applied() -> bool:

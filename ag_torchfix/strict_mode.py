@@ -36,7 +36,8 @@ import struct
 import sys
 
 from . import allowlist, fallback, pickle_scan, policy, shims, trust
-from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, MARK, strict_env_enabled
+from . import patching
+from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
 
 _context: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ag_torchfix_strict", default=None)
@@ -555,12 +556,11 @@ def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None
 def apply(module) -> None:
     """Wrap ``autogluon.common.loaders.load_pkl.load`` (idempotent).  The wrapper keeps the original's
     name, module, qualified name, docstring and signature, so it pickles by reference like the original."""
-    if getattr(module.load, MARK, False):
+    if patching.is_patched(module.load):
         return
     original = module.load
     signature = inspect.signature(original)
 
-    @functools.wraps(original)
     def load(*args, **kwargs):
         if not is_active():
             return original(*args, **kwargs)
@@ -570,19 +570,18 @@ def apply(module) -> None:
             return original(*args, **kwargs)  # AutoGluon's own error for a bad call
         return _strict_load_pkl(module, original, bound)
 
-    setattr(load, MARK, True)
-    module.load = load
+    module.load = patching.wrap(original, load)
 
 
 def remove() -> None:
     module = sys.modules.get(TARGET_MODULE)
-    if module is not None and getattr(module.load, MARK, False):
+    if module is not None and patching.is_patched(module.load):
         module.load = module.load.__wrapped__
 
 
 def is_applied() -> bool:
     module = sys.modules.get(TARGET_MODULE)
-    return module is not None and getattr(module.load, MARK, False)
+    return module is not None and patching.is_patched(module.load)
 
 
 def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
@@ -640,33 +639,23 @@ _xgboost_originals: dict[type, object] = {}
 def apply_xgboost(module) -> None:
     """Make ``XGBoostModel.load`` read ``xgb.ubj`` through ``native.check_xgboost_model`` in strict mode: the
     bytes XGBoost parses are the bytes that were checked (and, for lock trust, hashed)."""
-    cls = module.XGBoostModel
-    current = cls.__dict__.get("load")
-    original = getattr(current, "__func__", None)
-    if original is None or getattr(original, MARK, False):
-        return
+    def make(original):
+        def load(cls, path: str, reset_paths=True, verbose=True):
+            if not is_active():
+                return original(cls, path, reset_paths=reset_paths, verbose=verbose)
+            model = super(module.XGBoostModel, cls).load(path=path, reset_paths=reset_paths, verbose=verbose)
+            if model._xgb_model_type is not None:
+                model.model = model._xgb_model_type()
+                model.model.load_model(bytearray(_checked_xgboost_bytes(os.path.join(path, XGBOOST_FILE))))
+                model._xgb_model_type = None
+            return model
+        return load
 
-    @functools.wraps(original)
-    def load(cls, path: str, reset_paths=True, verbose=True):
-        if not is_active():
-            return original(cls, path, reset_paths=reset_paths, verbose=verbose)
-        model = super(module.XGBoostModel, cls).load(path=path, reset_paths=reset_paths, verbose=verbose)
-        if model._xgb_model_type is not None:
-            model.model = model._xgb_model_type()
-            model.model.load_model(bytearray(_checked_xgboost_bytes(os.path.join(path, XGBOOST_FILE))))
-            model._xgb_model_type = None
-        return model
-
-    setattr(load, MARK, True)
-    _xgboost_originals[cls] = current
-    cls.load = classmethod(load)
+    patching.replace_classmethod(module.XGBoostModel, "load", make, _xgboost_originals)
 
 
 def remove_xgboost() -> None:
-    for cls, original in list(_xgboost_originals.items()):
-        if getattr(getattr(cls.__dict__.get("load"), "__func__", None), MARK, False):
-            cls.load = original
-        del _xgboost_originals[cls]
+    patching.restore_classmethod("load", _xgboost_originals)
 
 
 def _checked_xgboost_bytes(path: str) -> bytes:
