@@ -10,7 +10,8 @@ install() only registers post-import hooks, so it imports nothing heavy:
   load of the process, let a crafted checkpoint forge object pointers;
 - when AutoGluon's fastai model module is imported, its loader is patched (``autogluon_patch``);
 - when AutoGluon's ``load_pkl`` is imported, its ``load`` is wrapped for strict mode (``strict_mode``), and
-  so is ``XGBoostModel.load``, which reads XGBoost's own model file outside ``load_pkl``.
+  so are ``XGBoostModel.load`` (XGBoost's own model file) and AutoGluon's ``load_str`` / ``load_json``
+  (version.txt, metadata.json), which read files outside ``load_pkl``.
 Every replacement keeps the original's name, module, docstring and signature, so it pickles by
 reference as the original did.  All idempotent: installing twice equals once.
 """
@@ -25,6 +26,7 @@ from . import import_hooks
 AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
 AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
 AUTOGLUON_XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
+AUTOGLUON_TEXT_MODULES = ("autogluon.common.loaders.load_str", "autogluon.common.loaders.load_json")
 
 ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
@@ -50,6 +52,8 @@ def install(*, strict: bool | None = None, how: str = "explicit") -> None:
         import_hooks.when_imported(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.when_imported(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
         import_hooks.when_imported(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
+        for name in AUTOGLUON_TEXT_MODULES:
+            import_hooks.when_imported(name, _patch_text)
 
 
 def activate() -> None:
@@ -64,11 +68,14 @@ def uninstall() -> None:
         import_hooks.discard(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.discard(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
         import_hooks.discard(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
+        for name in AUTOGLUON_TEXT_MODULES:
+            import_hooks.discard(name, _patch_text)
         from . import autogluon_patch, strict_mode, torch_scope
 
         autogluon_patch.remove()
         strict_mode.remove()
         strict_mode.remove_xgboost()
+        strict_mode.remove_text()
         strict_mode.set_process_default(False)
         _unpatch_fastai_load_model()
         torch_scope.unpatch()
@@ -137,6 +144,12 @@ def _patch_xgboost(module) -> None:
     from . import strict_mode
 
     strict_mode.apply_xgboost(module)
+
+
+def _patch_text(module) -> None:
+    from . import strict_mode
+
+    strict_mode.apply_text(module)
 
 
 def _patch_fastai_load_model(module) -> None:

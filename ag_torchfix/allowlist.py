@@ -164,7 +164,9 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("fastai.data.transforms.CategoryMap", CONSTRUCT, "list of labels plus a value->index dict; " + _MODULE_STATE),
     Entry("fastai.data.transforms.RegressionSetup", CONSTRUCT, "regression label transform holding a column name; " + _MODULE_STATE),
     Entry("fastai.data.load._FakeLoader", CONSTRUCT, "placeholder loader settings; " + _MODULE_STATE),
-    Entry("fastai.data.load._wif", REFERENCE, "DataLoader worker-init function: sets thread count and seeds; no I/O"),
+    Entry("fastai.data.load._wif", REFERENCE, "DataLoader worker-init function (num_workers=0: never called by "
+          "AutoGluon); it sets thread counts and seeds, and fastai's set_num_threads tries `import mkl`: a state "
+          "may not put it where code calls (no attribute may shadow a method)"),
     Entry("fastai.layers.Embedding", CONSTRUCT, _NN_MODULE),
     Entry("fastai.layers.LinBnDrop", CONSTRUCT, _NN_MODULE),
     Entry("fastai.learner.Recorder", CONSTRUCT, "callback; Stateful.__setstate__ is a __dict__ update plus an empty state dict"),
@@ -292,6 +294,16 @@ DUNDER_STATE: dict[str, tuple[Pattern, str]] = {
     "__module__": (STR, "module name copied by functools.update_wrapper"),
     "__wrapped__": (OBJECT, "the torch loss a fastai loss wraps (functools.update_wrapper): an instance, never a "
                     "callable global; inspect.signature follows it, nothing calls it"),
+}
+
+# State keys that name a method of the class (code that calls the method gets the file's value instead; a file
+# setting ``forward = _wif`` on a module made fastai call it at predict).  Refused except where fastai's own design
+# overrides a method with a value in the instance, with the value each must hold:
+SHADOWING_STATE: dict[str, tuple[Pattern, str]] = {
+    "dataloaders": (made("bound method"), "TabularPandas keeps its own dataloaders method, bound (the getattr shim)"),
+    **{key: (made("fasttransform.transform.Pipeline", "fastcore.transform.Pipeline"),
+             f"fastai's DataLoader replaces its {key} hook with a transform Pipeline") for key in (
+        "after_item", "before_batch", "after_batch", "after_iter", "before_iter", "create_batches")},
 }
 
 SEQUENCE_STATE: dict[str, str] = {
@@ -432,7 +444,9 @@ STRICT: tuple[Entry, ...] = (
         "activation.ReLU", "activation.Softmax", "container.ModuleList", "container.Sequential", "dropout.Dropout",
         "linear.Linear", "sparse.Embedding")),
     # --- numpy random state, scalars and functions ----------------------------------------------------------
-    Entry("numpy.random._pickle.__randomstate_ctor", CALL, "RandomState from a bit-generator name looked up in numpy's fixed table (no import)"),
+    Entry("numpy.random._pickle.__randomstate_ctor", CALL, "RandomState from a bit-generator name looked up in numpy's "
+          "fixed table (no import); its second argument is called, so strict mode accepts only numpy's own constructor "
+          "there (STRICT_CALLABLE_ARGS)"),
     Entry("numpy.random._pickle.__bit_generator_ctor", CALL, "bit generator from numpy's fixed table of names (no import)"),
     Entry("numpy.random._mt19937.MT19937", CONSTRUCT, "Mersenne Twister state; __setstate__ restores the key array"),
     Entry("numpy.random.mtrand.RandomState", CONSTRUCT, "legacy random state; __setstate__ restores the bit generator state"),
@@ -485,6 +499,25 @@ STRICT_SHIMS: dict[str, str] = {
     "torch.storage._load_from_bytes": "torch pickles storages as torch.save bytes and reloads them with full pickle; "
                                       "the shim reloads them weights-only and accepts only a storage",
 }
+# Strict mode checks every call's arguments at run time: no argument may be a class or a function (the callee
+# could call it: numpy's __randomstate_ctor calls its second argument) except these, by callee; and calls that
+# would allocate by a size the file chooses get the size genuine pickles use.
+STRICT_CALLABLE_ARGS: dict[str, tuple[str, ...]] = {
+    "numpy._core.multiarray._reconstruct": ("numpy.ndarray",),
+    "numpy.core.multiarray._reconstruct": ("numpy.ndarray",),
+    "numpy.random._pickle.__randomstate_ctor": ("numpy.random._pickle.__bit_generator_ctor",
+                                                "numpy.random._mt19937.MT19937"),
+    "numpy.random._pickle.__bit_generator_ctor": ("numpy.random._mt19937.MT19937",),
+    "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked": ("<construct>",),  # the array class it rebuilds
+    "pandas.core.indexes.base._new_Index": ("<construct>", "<reference>"),  # the shim checks for Index classes
+    "collections.defaultdict": ("<reference>", "<construct>"),  # the shim checks its factories
+    "functools.partial": ("<reference>",),  # the shim checks its functions
+}
+STRICT_EMPTY_SHAPE: dict[str, str] = {
+    "numpy._core.multiarray._reconstruct": "numpy pickles arrays as _reconstruct(cls, (0,), b'b') then BUILD",
+    "numpy.core.multiarray._reconstruct": "numpy 1.x name",
+}
+
 STRICT_DEFAULTDICT_FACTORIES: dict[str, str] = {
     "builtins.list": "AutoGluon's feature-type groupings (defaultdict(list))",
     "collections.OrderedDict": "AutoGluon's nested model-info maps (defaultdict(OrderedDict))",

@@ -149,7 +149,7 @@ def _print_report(report, *, verbose: bool, colour: bool) -> None:
                     print(f"{'':16}allowed: {safe(g.name)}")
     for d in report.directories:
         kind = "AutoGluon predictor" if d.predictor else "directory"
-        print(f"\n{safe(d.path)} ({kind}, {d.files} pickle files): {paint(d.verdict, d.verdict).strip()}")
+        print(f"\n{safe(d.path)} ({kind}, {d.files} files): {paint(d.verdict, d.verdict).strip()}")
         if d.loads_securely:
             print("  every file loads securely with ag_torchfix" + (" in strict mode" if report.strict else ""))
         for label, items in (("need trust", d.needs_trust), ("dangerous", d.dangerous),

@@ -29,6 +29,7 @@ import sys
 import types
 
 from . import shims
+from .policy import is_method
 
 _AG = "autogluon."
 _CORE_MODELS = "autogluon.core.models."
@@ -128,7 +129,7 @@ SLOTS: dict[str, tuple[tuple[str, ...], str]] = {
 
 # Names AutoGluon joins into paths: they must be plain file names (no separator, no '..').
 NAMES: dict[str, str] = {
-    "DiGraph._node[*][path][*]": "core/trainer/abstract_trainer.py load_model: os.path.join(self.path, *path)",
+    "DiGraph._node[*][path]": "core/trainer/abstract_trainer.py load_model: os.path.join(self.path, *path)",
     "BaggedEnsembleModel.models[*]": "bagged_ensemble_model.py load_child: os.path.join(self.path, child)",
     "AbstractModel.name": "model path_root and persist's registry",
 }
@@ -136,7 +137,6 @@ NAMED_KEYS = ("DiGraph._node", "DiGraph._succ", "DiGraph._pred", "DiGraph._adj")
 
 MAX_VISITS = 2_000_000
 _LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None))
-_SKIP_MODULES = ("numpy", "pandas", "torch", "scipy", "lightgbm", "catboost", "xgboost")  # native or array state
 _MISSING = object()
 
 
@@ -214,10 +214,9 @@ def _walk(root) -> str | None:
             continue
         seen.add(id(value))
         cls = type(value)
-        module = getattr(cls, "__module__", "") or ""
-        if module.split(".")[0] in _SKIP_MODULES:
-            if module.startswith("numpy") and getattr(getattr(value, "dtype", None), "hasobject", False):
-                todo.extend((item, owner, trail + ("[*]",)) for item in _bounded(value.ravel()))
+        inner = _array_items(value)
+        if inner is not None:  # numpy arrays, numpy scalars and pandas objects: only object-typed values are walked
+            todo.extend((item, owner, trail + ("[*]",)) for item in _bounded(inner))
             continue
         if isinstance(value, dict):
             named = (_qualnames(owner) & _NAMED_OWNERS) and trail[-1:] and f"{trail[-1]}" in _NAMED_ATTRS
@@ -287,28 +286,67 @@ def _slot(owner: type, trail: tuple[str, ...]) -> str:
 
 
 def _plain_name(value, where: str) -> str | None:
-    if not isinstance(value, str) or (value not in (".", "..") and "/" not in value and "\\" not in value
-                                      and "\x00" not in value and len(value) <= 255 and not os.path.isabs(value)):
+    """A name AutoGluon joins into a path must be a plain file name (a list of them for a graph node's path).
+    Objects (a weighted ensemble's in-memory children) pass here and are walked like the rest."""
+    if isinstance(value, (list, tuple)):
+        return next((p for p in (_plain_name_only(item, where) for item in value) if p), None)
+    if isinstance(value, (str, bytes, bytearray)) or type(value).__module__.startswith(("numpy", "pandas")):
+        return _plain_name_only(value, where)
+    return None
+
+
+def _plain_name_only(value, where: str) -> str | None:
+    if type(value) is str and (value not in (".", "..") and "/" not in value and "\\" not in value
+                               and "\x00" not in value and len(value) <= 255 and not os.path.isabs(value)):
         return None
-    return f"{where} is {value!r}, not a plain file name: AutoGluon joins it into a path"
+    return f"{where} is {_describe(value)}, not a plain file name: AutoGluon joins it into a path"
 
 
 def _object_rule(value) -> str | None:
     cls = type(value)
     if _is_networkx(value):
         return _graph_rule(value)
-    if not cls.__module__.startswith(_AG):
-        return None
+    hooks = getattr(value, "_backward_hooks", None) if type(value).__module__.startswith("torch") else None
+    if hooks:
+        return f"a {_name(cls)} in the file carries backward hooks"
     state = getattr(value, "__dict__", None) or {}
     for key in state:
         attribute = inspect.getattr_static(cls, key, _MISSING) if isinstance(key, str) else _MISSING
         if attribute is _MISSING:
             continue
-        if isinstance(attribute, (types.FunctionType, classmethod, staticmethod, property, types.MethodType)):
-            return f"a {_name(cls)} in the file shadows its method {key} with an attribute"
+        if is_method(attribute):
+            return f"a {_name(cls)} in the file shadows its method {key} with an attribute (code would call it)"
+        if not cls.__module__.startswith(_AG):
+            continue
         if "file" in key and not (type(state[key]) is type(attribute) and isinstance(attribute, (str, int, bool, type(None)))
                                   and state[key] == attribute):
             return f"a {_name(cls)} in the file changes its class's {key} to {state[key]!r}"
+    return None
+
+
+def _array_items(value):
+    """None for values walked through their attributes; otherwise the values an array-like object holds that
+    could be anything (object dtype), plus a pandas object's ``attrs``.  Tensors are walked through their
+    attributes (and their hooks checked)."""
+    module = type(value).__module__ or ""
+    if module.startswith("numpy"):
+        if getattr(getattr(value, "dtype", None), "hasobject", False) and hasattr(value, "ravel"):
+            return value.ravel()
+        return ()
+    if module.startswith("pandas"):
+        import pandas
+
+        items: list = list(getattr(value, "attrs", {}).values())
+        if isinstance(value, pandas.DataFrame):
+            for column in value.columns[value.dtypes == object]:
+                items.extend(value[column].array)
+            items.extend(value.columns if value.columns.dtype == object else ())
+        elif isinstance(value, (pandas.Series, pandas.Index)):
+            if value.dtype == object:
+                items.extend(value.array)
+            if isinstance(value, pandas.Series) and value.index.dtype == object:
+                items.extend(value.index)
+        return items
     return None
 
 

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import trust
+from . import files, trust
 from .errors import LockMismatchError, SecureLoadError, TrustedFallbackWarning, UnreadableFileError, refusal_summary
 
 
@@ -24,12 +24,15 @@ class Door:
 
 
 def open_door(err: SecureLoadError, path: str | None, read: Callable[[int], bytes], *, what: str,
-              stacklevel: int = 3) -> Door:
+              identity: tuple[int, int] | None = None, stacklevel: int = 3) -> Door:
     """Decide the fallback for a refused file, or re-raise.  ``read(limit)`` returns up to ``limit``
-    bytes of the file from its start (called only for lock trust)."""
+    bytes of the file from its start (called only for lock trust).  ``identity`` is the (device, inode) of the
+    file that was read: location trust holds only while ``path`` still names that very file."""
     if isinstance(err, UnreadableFileError) or err.forced or trust.platform_forces_weights_only():
         raise err
     source = trust.trust_source(path)
+    if source is not None and identity is not None and not files.names(path, identity):
+        source = None  # the path now names another file than the one read: its location proves nothing
     data = None
     if source is None:
         locked = trust.locked_file(path)

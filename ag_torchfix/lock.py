@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 
+from . import files
 from .trust import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, read_lock
 
 CHUNK = 1 << 20
@@ -52,7 +52,7 @@ class Verification:
 
 def file_digest(path: str) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
+    with files.open_regular(path) as fh:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -62,16 +62,15 @@ def file_digest(path: str) -> tuple[int, str]:
 def _walk(directory: str) -> tuple[list[str], list[str]]:
     """(regular files, everything else) below ``directory``, relative with '/', the lock itself excluded."""
     regular, other = [], []
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, directory).replace(os.sep, "/")
-            if rel == LOCK_NAME:
-                continue
-            mode = os.lstat(full).st_mode
-            (regular if stat.S_ISREG(mode) else other).append(rel)
-    return regular, other
+    for full, kind, problem in files.walk(directory):
+        rel = os.path.relpath(full, directory).replace(os.sep, "/")
+        if rel == LOCK_NAME:
+            continue
+        if kind == "file" and problem is None:
+            regular.append(rel)
+        else:
+            other.append(rel)
+    return sorted(regular), sorted(other)
 
 
 def build(directory: str) -> dict:

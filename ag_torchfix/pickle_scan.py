@@ -119,7 +119,7 @@ class Obj:
     """What a call would make: ``made_by`` (a global's name, or None when the callable was computed),
     its ``args``, the runtime ``type`` if a profile could tell it, and what BUILD / SETITEM(S) did."""
 
-    __slots__ = ("made_by", "args", "type", "items", "built", "offset")
+    __slots__ = ("made_by", "args", "type", "items", "built", "offset", "passed")
 
     def __init__(self, made_by: str | None, args, offset: int):
         self.made_by = made_by
@@ -128,6 +128,7 @@ class Obj:
         self.items: dict | None = None  # SETITEM(S) on it (dict-like objects)
         self.built = 0  # how many BUILDs it received
         self.offset = offset
+        self.passed = False  # given to a call as an argument (a profile may refuse changing it afterwards)
 
     def __repr__(self) -> str:
         return f"<object from {self.made_by}>"

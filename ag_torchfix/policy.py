@@ -37,7 +37,9 @@ allowlisted names.  It compensates for these behaviours of torch's ``_weights_on
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import types
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -153,6 +155,8 @@ def check_internals(stream: BinaryIO, profile: Profile | None = None) -> Interna
         raise Unreadable(f"it is not an archive torch would read the same way: {exc}") from None
     rules = TorchRules(profile, arch) if profile.check_calls else None
     result = pickle_scan.scan(data, rules=rules, limits=profile.limits)
+    if rules is not None and result.error is None:
+        rules.shadowing()
     if result.error is None and result.end != len(data):
         result.problem("trailing-data", f"{len(data) - result.end} bytes after the pickle's STOP opcode "
                        "(torch ignores them; genuine files have none)", result.end)
@@ -169,6 +173,7 @@ class TorchRules:
         self.calls = _call_table(profile)
         self.archive = arch
         self.problems: list[pickle_scan.Problem] = []
+        self.state_keys: dict[tuple[str, str], tuple] = {}  # (type, attribute) BUILD states set -> (value, offset)
 
     def _problem(self, kind: str, detail: str, offset: int) -> None:
         if len(self.problems) < 100:
@@ -187,6 +192,10 @@ class TorchRules:
         if use is None:  # a shim: it checks its own arguments at run time
             obj.type = _result_type(returns, args)
             return
+        if type(args) is tuple:
+            for arg in args:  # checked now: the file may not change them later (a memoized OrderedDict of hooks)
+                if type(arg) is Obj:
+                    arg.passed = True
         if opname == "NEWOBJ":
             if use != CONSTRUCT or args != ():
                 self._problem("call-arguments", f"NEWOBJ of {func.name} with arguments (genuine files construct "
@@ -201,7 +210,10 @@ class TorchRules:
         obj.type = func.name if use == CONSTRUCT else _result_type(returns, args)
 
     def setitems(self, target: Obj, offset: int) -> None:
-        if target.type not in ("collections.OrderedDict", "collections.defaultdict"):
+        if target.passed:
+            self._problem("setitem-target", f"SETITEM(S) on a {target.type or 'computed object'} after it was passed "
+                          "to a call (its check is past)", offset)
+        elif target.type not in ("collections.OrderedDict", "collections.defaultdict"):
             self._problem("setitem-target", f"SETITEM(S) on a {target.type or 'computed object'} (only dicts, "
                           "OrderedDicts and the defaultdict shim's dicts)", offset)
 
@@ -212,15 +224,33 @@ class TorchRules:
             self._problem("build-target", f"BUILD on a {kind or 'object of unknown type'}, which is not allowlisted "
                           "to be built", offset)
             return
-        if inst.built > 1:
-            self._problem("build-twice", f"a second BUILD on the same {kind} (genuine files build once)", offset)
+        if inst.built > 1 or inst.passed:
+            self._problem("build-twice", f"BUILD of a {kind} after it was built or passed to a call (genuine files "
+                          "build an object once, before using it)", offset)
             return
         if kind in allowlist.SEQUENCE_STATE:
             problem = _SEQUENCE_RULES[kind](inst, state)
         else:
             problem = state_problem(state, slots=False)
+            mapping = state[0] if type(state) is tuple and len(state) == 2 else state
+            if type(mapping) is dict:
+                for key, value in mapping.items():
+                    if type(key) is str and (kind, key) not in self.state_keys:
+                        self.state_keys[(kind, key)] = (value, offset)
         if problem:
             self._problem("build-state", f"BUILD of a {kind}: {problem}", offset)
+
+    def shadowing(self) -> None:
+        """A state key that names a method of the class puts a value where code calls a method: fastai calls
+        ``module.forward`` on every prediction (a file setting ``forward = _wif`` made it call that).  Needs the
+        classes themselves: resolved here, once the scan is done."""
+        for (kind, key), (value, offset) in self.state_keys.items():
+            if not _shadows(kind, key):
+                continue
+            rule = allowlist.SHADOWING_STATE.get(key)
+            if rule is None or not _matcher(rule[0])(value):
+                self._problem("build-state", f"BUILD of a {kind} sets {key}, which shadows a method of the class "
+                              "(code would call the file's value instead)", offset)
 
     def persistent(self, pid, offset: int):
         storage = Obj(None, pid, offset)
@@ -241,6 +271,30 @@ class TorchRules:
                 self._problem("persistent-id", f"storage data/{pid[2]} declares {pid[4]} x {itemsize} bytes but its "
                               f"record holds {record.size} (torch would read past it)", offset)
         return storage
+
+
+@functools.lru_cache(maxsize=4)
+def _call_table(profile: Profile) -> dict[str, tuple]:
+    """name -> (use, argument matcher, result type, no-argument call allowed) for every callable entry and shim
+    (None use: a shim)."""
+    table = {name: (None, None, returns, False) for name, returns in allowlist.SHIM_RETURNS.items()
+             if name in profile.shims}
+    for name, entry in profile.entries.items():
+        if entry.use != REFERENCE:
+            empty_ok = entry.args is not None and () in entry.args and not (entry.returns or "").startswith("arg")
+            table[name] = (entry.use, _args_matcher(name), entry.returns, empty_ok)
+    return table
+
+
+@functools.lru_cache(maxsize=4096)
+def _shadows(kind: str, key: str) -> bool:
+    from . import shims
+
+    try:
+        cls = shims.resolve(kind)
+    except LookupError:
+        return False  # the loader refuses names it cannot import anyway
+    return is_method(inspect.getattr_static(cls, key, None))
 
 
 @functools.lru_cache(maxsize=4)
@@ -294,6 +348,13 @@ def _mapping_problem(state, what: str) -> str | None:
             if not _matcher(rule[0])(value):
                 return f"its {what} sets {key} to {_show(value)}, not {rule[0]!r}"
     return None
+
+
+def is_method(attribute) -> bool:
+    """A non-data descriptor (a function, a method of a C type ...): an instance attribute of the same name wins
+    over it.  Properties and slots are data descriptors: they win over the instance, nothing is shadowed."""
+    return isinstance(attribute, (types.FunctionType, classmethod, staticmethod, types.MethodType,
+                                  types.MethodDescriptorType, types.WrapperDescriptorType, types.BuiltinFunctionType))
 
 
 def _ndarray_rule(inst: Obj, state) -> str | None:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from . import archive, pickle_scan, policy
+from . import archive, files, pickle_scan, policy
 
 SCHEMA = "ag_torchfix.scan/2"
 
@@ -41,6 +41,7 @@ _PRECEDENCE = (DANGEROUS, UNREADABLE, NEEDS_TRUST, ALLOWED)
 
 MAX_DECOMPRESSION_RATIO = 100  # gzip/bz2/xz pickles inflating more than this are treated as bombs
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".ckpt", ".joblib")
+OTHER_READ = (".ubj", "version.txt", "metadata.json")  # files AutoGluon or XGBoost read besides pickles
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, its storage keys; raw storages follow
 COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.GzipFile), b"BZh": ("bz2", bz2.BZ2File), b"\xfd7zXZ\x00": ("xz", lzma.LZMAFile)}
@@ -129,10 +130,10 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
     """Scan one file, whatever it is; never raises for bad input."""
     model = model_of(path)
     try:
-        from .secure_load import open_regular
-
-        with open_regular(path) as fh:
+        with files.open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
+            if path.endswith(OTHER_READ):
+                return _scan_other(path, fh, model, size, strict)
             head = fh.read(16)
             fh.seek(0)
             if not head:
@@ -145,6 +146,8 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
                         return _scan_plain(path, _Inflated(inner, size), f"{kind}-pickle", model, size, strict)
             kind = "torch-legacy" if head.startswith(LEGACY_TORCH_MAGIC) else "pickle"
             return _scan_plain(path, fh, kind, model, size, strict)
+    except files.NotRegular:
+        return _unreadable(path, "not a regular file (a FIFO, device or socket): not opened", model=model)
     except OSError as exc:
         return _unreadable(path, _os_problem(path, exc), model=model)
     except Exception as exc:  # one bad file never aborts the run
@@ -265,6 +268,40 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
     return report
 
 
+def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
+    """XGBoost's model file and AutoGluon's version.txt / metadata.json: not pickles, but read when loading."""
+    from . import native, strict_mode
+
+    if path.endswith(".ubj"):
+        data = fh.read(archive.MAX_PICKLE + 1)
+        try:
+            native.check_xgboost_model(data)
+        except native.NativeStateError as exc:
+            return FileReport(path, model, "xgboost-ubj", "xgboost-model", strict, NEEDS_TRUST, size,
+                              constructs=[f"XGBoost's model file fails its structural check: {exc}"],
+                              note="XGBoost's own parser trusts this file (strict mode refuses it)")
+        if strict:
+            return FileReport(path, model, "xgboost-ubj", "xgboost-model", True, ALLOWED, size,
+                              note="strict mode checks XGBoost's model file before XGBoost parses it")
+        return FileReport(path, model, "xgboost-ubj", "xgboost-model", False, NEEDS_TRUST, size,
+                          note="XGBoost parses this without checks outside strict mode (--strict)")
+    data = fh.read(strict_mode.MAX_TEXT + 1)
+    role = "autogluon-text"
+    if len(data) > strict_mode.MAX_TEXT:
+        return _unreadable(path, f"larger than {strict_mode.MAX_TEXT} bytes (AutoGluon writes a few kilobytes)",
+                           model=model, kind="text", role=role)
+    try:
+        text = data.decode("utf-8")
+        value = __import__("json").loads(text) if path.endswith(".json") else text
+    except ValueError as exc:
+        return _unreadable(path, f"not the text AutoGluon writes ({type(exc).__name__})", model=model, kind="text",
+                           role=role)
+    if path.endswith("metadata.json") and not (isinstance(value, dict) and all(
+            isinstance(value.get(k), t) for k, t in strict_mode.METADATA_KEYS.items())):
+        return _unreadable(path, "metadata.json lacks the fields AutoGluon checks", model=model, kind="text", role=role)
+    return FileReport(path, model, "text", role, True, ALLOWED, size, note="plain text AutoGluon reads (no code)")
+
+
 def _strict_loaded(path: str) -> bool:
     """Whether strict mode loads this file (AutoGluon reads it through load_pkl.load)."""
     root, rel = predictor_root(path)
@@ -309,9 +346,7 @@ def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> Fi
 
 
 def _raw_bytes(path: str) -> bytes:
-    from .secure_load import open_regular
-
-    with open_regular(path) as fh:
+    with files.open_regular(path) as fh:
         return fh.read()
 
 
@@ -400,30 +435,27 @@ def _discover(root: str) -> Iterator[tuple[str, str | None]]:
     if not stat.S_ISDIR(st.st_mode):
         yield root, None if stat.S_ISREG(st.st_mode) else "not a regular file (a FIFO, device or socket): not opened"
         return
-    errors: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.stat(path)  # follows symlinks to files; loops and dangling links fail here
-            except OSError as exc:
-                yield path, _os_problem(path, exc)
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                continue  # a symlinked directory: not followed (no loops, no escaping the tree)
-            if not stat.S_ISREG(st.st_mode):
-                if path.endswith(PICKLE_SUFFIXES):
-                    yield path, "not a regular file (a FIFO, device or socket): not opened"
-                continue
-            if _is_candidate(path):
-                yield path, None
-    for exc in errors:
-        yield exc.filename or root, _os_problem(exc.filename or root, exc)
+    for path, kind, problem in files.walk(root):
+        if problem is not None:
+            yield path, problem
+            continue
+        if kind == "dir-link":
+            continue  # a symlinked directory: not followed (no loops, no escaping the tree)
+        try:
+            st = os.stat(path)  # follows symlinks to files; loops and dangling links fail here
+        except OSError as exc:
+            yield path, _os_problem(path, exc)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            if path.endswith(PICKLE_SUFFIXES + OTHER_READ):
+                yield path, "not a regular file (a FIFO, device or socket): not opened"
+            continue
+        if _is_candidate(path):
+            yield path, None
 
 
 def _is_candidate(path: str) -> bool:
-    if path.endswith(PICKLE_SUFFIXES):
+    if path.endswith(PICKLE_SUFFIXES) or path.endswith(OTHER_READ):
         return True
     try:
         with open(path, "rb") as fh:

@@ -19,12 +19,11 @@ import hashlib
 import io
 import os
 import pickle
-import stat
 import sys
 import warnings
 from typing import BinaryIO
 
-from . import allowlist, fallback, policy, shims, torch_scope, trust
+from . import allowlist, fallback, files, policy, shims, torch_scope, trust
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
 
 MAX_IN_MEMORY = 1 << 30  # files up to this size are read once into memory: the check and torch see the same bytes
@@ -42,11 +41,13 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
     """
     if isinstance(file, (str, os.PathLike)):
         path = path or os.fspath(file)
-        with open_regular(file) as fh:
+        check_regular(file, model)
+        with files.open_regular(file) as fh:
             return load_learner(fh, path=path, model=model)
     if not callable(getattr(file, "read", None)):
         raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")
     path = path or getattr(file, "name", None)
+    ident = files.identity(file)
     stream = _in_memory(file, path, model)
     start = stream.tell()
     try:
@@ -56,37 +57,17 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
             stream.seek(start)
             return stream.read(limit)
 
-        door = fallback.open_door(err, path, read, what="secure load")
+        door = fallback.open_door(err, path, read, what="secure load", identity=ident)
         if door.data is not None:
             return _load_full_pickle(io.BytesIO(door.data))
         stream.seek(start)
         return _load_full_pickle(stream)
 
 
-def open_regular(path: str | os.PathLike) -> BinaryIO:
-    """Open a file for reading, refusing FIFOs, devices and directories before anything blocks on them.
-    A missing or unreadable path raises the OS's own error."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=os.fspath(path))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def check_regular(path: str | os.PathLike, model: str | None = None) -> None:
     """Refuse a path that exists but is not a regular file (opening a FIFO would hang); missing paths are
     left to the caller's own open(), so the user sees the usual FileNotFoundError."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if not stat.S_ISREG(mode):
+    if files.is_irregular(path):
         raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=os.fspath(path),
                                   model=model)
 
@@ -221,7 +202,7 @@ def _load_full_pickle(stream: BinaryIO):
 
 def _in_memory(file, path, model) -> BinaryIO:
     """The file's bytes, read once: the check and torch then read the same bytes, whatever happens to the file
-    meanwhile (and the verdict can be remembered by their digest).  Larger files stay on disk."""
+    meanwhile (and the verdict can be remembered by their digest)."""
     if isinstance(file, io.BytesIO):
         return file
     if _seekable(file):
@@ -230,7 +211,9 @@ def _in_memory(file, path, model) -> BinaryIO:
         size = file.tell() - start
         file.seek(start)
         if size > MAX_IN_MEMORY:
-            return file
+            raise SecureLoadError(f"it is larger than {MAX_IN_MEMORY} bytes: the secure loader reads a file once into "
+                                  "memory so that the bytes it checks are the bytes torch loads", path=path,
+                                  model=model, forced=trust.platform_forces_weights_only())
     data = file.read(MAX_IN_MEMORY + 1)
     if len(data) > MAX_IN_MEMORY:
         raise UnreadableFileError(f"the stream is larger than {MAX_IN_MEMORY} bytes", path=path, model=model)

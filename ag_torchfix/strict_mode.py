@@ -35,7 +35,7 @@ import pickle
 import struct
 import sys
 
-from . import allowlist, fallback, pickle_scan, policy, shims, trust
+from . import allowlist, fallback, files, pickle_scan, policy, shims, trust
 from . import patching
 from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
@@ -89,10 +89,12 @@ class _Objects:
         self.entries = profile().entries
         self._by_name: dict[str, object] = {}
         self._use_by_id: dict[int, str] = {}
+        self._name_by_id: dict[int, str] = {}
         self._keep: list[object] = []  # keeps ids valid
 
-    def _register(self, obj: object, use: str) -> object:
+    def _register(self, obj: object, use: str, name: str = "") -> object:
         self._use_by_id[id(obj)] = use
+        self._name_by_id.setdefault(id(obj), name)
         self._keep.append(obj)
         return obj
 
@@ -101,17 +103,26 @@ class _Objects:
         if obj is not None:
             return obj
         if name in _SHIMS:
-            obj = self._register(_SHIMS[name], self.SHIM)
+            obj = self._register(_SHIMS[name], self.SHIM, name)
         else:
             entry = self.entries.get(name)
             if entry is None:
                 raise pickle.UnpicklingError(f"global {name} is not allowlisted for strict mode")
             try:
-                obj = self._register(shims.resolve(name), entry.use)
+                obj = self._register(shims.resolve(name), entry.use, name)
             except LookupError:
                 raise pickle.UnpicklingError(f"allowlisted global {name} cannot be imported here") from None
         self._by_name[name] = obj
         return obj
+
+    def name_of(self, obj: object) -> str | None:
+        return self._name_by_id.get(id(obj))
+
+    def resolved(self, name: str) -> object:
+        try:
+            return self.by_name(name)
+        except pickle.UnpicklingError:
+            return None
 
     def use_of(self, obj: object) -> str | None:
         use = self._use_by_id.get(id(obj))
@@ -230,17 +241,38 @@ class StrictUnpickler(pickle._Unpickler):
 
     def load_reduce(self):
         self._callable(self.stack[-2], "REDUCE")
+        self._arguments(self.stack[-2], self.stack[-1], "REDUCE")
         super().load_reduce()
     dispatch[pickle.REDUCE[0]] = load_reduce
 
     def load_newobj(self):
         self._constructible(self.stack[-2])
+        self._arguments(self.stack[-2], self.stack[-1], "NEWOBJ")
         super().load_newobj()
     dispatch[pickle.NEWOBJ[0]] = load_newobj
 
     def load_newobj_ex(self):
         self._constructible(self.stack[-3])
+        self._arguments(self.stack[-3], (self.stack[-2], tuple(self.stack[-1].values()) if isinstance(
+            self.stack[-1], dict) else self.stack[-1]), "NEWOBJ_EX")
         super().load_newobj_ex()
+
+    def _arguments(self, func, args, opname: str) -> None:
+        """No class or function among the arguments unless the callee is known to take exactly that one, and no
+        size the file chooses where genuine pickles pass a fixed one."""
+        name = _objects.name_of(func)
+        allowed = allowlist.STRICT_CALLABLE_ARGS.get(name, ())
+        for value in _shallow(args):
+            if not _is_code(value):
+                continue
+            use = _objects.use_of(value)
+            if not any(value is _objects.resolved(token) if not token.startswith("<") else
+                       use == token.strip("<>") for token in allowed):
+                raise pickle.UnpicklingError(f"{opname} of {name or _describe(func)} with {_describe(value)} as an "
+                                             "argument: it could call it")
+        if name in allowlist.STRICT_EMPTY_SHAPE and not (isinstance(args, tuple) and len(args) == 3
+                                                         and args[1] == (0,)):
+            raise pickle.UnpicklingError(f"{name} with a shape genuine pickles never pass (numpy would allocate it)")
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
     def _constructible(self, cls) -> None:
@@ -327,6 +359,23 @@ class StrictUnpickler(pickle._Unpickler):
     for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID, pickle.BINPERSID):
         dispatch[_op[0]] = _refuse
     del _op
+
+
+def _is_code(value) -> bool:
+    """A class or something callable that pickle can name: what a callee could call."""
+    return isinstance(value, type) or inspect.isroutine(value) or isinstance(value, functools.partial)
+
+
+def _shallow(args):
+    """The arguments, and the items of argument tuples and lists (one level)."""
+    if not isinstance(args, tuple):
+        return [args]
+    found = []
+    for value in args:
+        found.append(value)
+        if isinstance(value, (tuple, list)):
+            found.extend(value[:10_000])
+    return found
 
 
 def _describe(obj) -> str:
@@ -587,14 +636,13 @@ def is_applied() -> bool:
 def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
     """AutoGluon's load_pkl.load with pickle.load replaced by the strict loader.  The file's bytes are read
     once: the scan, the strict unpickling and a lock's hash all see the same bytes."""
-    from . import secure_load
 
     arguments = bound.arguments
     path = os.fspath(arguments["path"])
     extra = dict(arguments.get("kwargs", {}))
     model = _model_of(path)
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
-    opener = None
+    opener = identity = None
     if module.s3_utils.is_s3_url(path):
         import boto3
 
@@ -615,14 +663,18 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
             open_compressed = compression_map[compression_fn]["open"]
             kwargs = extra.get("compression_fn_kwargs") or {}
             opener = functools.partial(open_compressed, mode="rb", **kwargs)
-        with secure_load.open_regular(path) as fh:  # OSError (missing, unreadable) is AutoGluon's own
+        if files.is_irregular(path):
+            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where)
+        with files.open_regular(path) as fh:  # OSError (missing, unreadable) is AutoGluon's own
             raw = fh.read()
+            identity = files.identity(fh)
     try:
         if raw is None:
             raise SecureLoadError("strict mode does not load pickles from URLs", **where)
         return load_pickle(raw, path=path, model=model, opener=opener)
     except SecureLoadError as err:
-        door = fallback.open_door(err, path, lambda limit: (raw or b"")[:limit], what="strict load", stacklevel=5)
+        door = fallback.open_door(err, path, lambda limit: (raw or b"")[:limit], what="strict load", stacklevel=5,
+                                  identity=identity)
         if door.data is None:
             return original(*bound.args, **bound.kwargs)
         with (opener(io.BytesIO(door.data)) if opener is not None else io.BytesIO(door.data)) as fh:
@@ -659,19 +711,77 @@ def remove_xgboost() -> None:
 
 
 def _checked_xgboost_bytes(path: str) -> bytes:
-    from . import native, secure_load
+    from . import native
 
     model = _model_of(path)
-    with secure_load.open_regular(path) as fh:
+    if files.is_irregular(path):
+        raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=path, model=model)
+    with files.open_regular(path) as fh:
         raw = fh.read()
+        identity = files.identity(fh)
     try:
         native.check_xgboost_model(raw)
         return raw
     except native.NativeStateError as exc:
         err = DisallowedGlobalsError([], [f"XGBoost's model file fails its structural check: {exc}"], path=path,
                                      model=model, forced=trust.platform_forces_weights_only())
-    door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=4)
+    door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=4,
+                              identity=identity)
     return door.data if door.data is not None else raw
+
+
+# --- the text files AutoGluon reads beside its pickles (version.txt, metadata.json) ------------------------------
+
+TEXT_MODULES = ("autogluon.common.loaders.load_str", "autogluon.common.loaders.load_json")
+MAX_TEXT = 16 << 20
+# what TabularPredictor.load reads from metadata.json (a missing key is a KeyError in AutoGluon's own check)
+METADATA_KEYS = {"version": str, "py_version": str, "system": str}
+
+
+def apply_text(module) -> None:
+    """In strict mode, AutoGluon's load_str / load_json read local files as AutoGluon does, but never block on a
+    FIFO, never read more than MAX_TEXT bytes (a link to /dev/zero), and a metadata.json AutoGluon cannot use is
+    a typed refusal, not a KeyError later."""
+    original = module.load
+    if patching.is_patched(original):
+        return
+    parse_json = module.__name__.endswith("load_json")
+
+    def load(path, *args, **kwargs):
+        text_path = os.fspath(path)
+        if not is_active() or trust.is_url(text_path) or "://" in text_path:
+            return original(path, *args, **kwargs)
+        where = {"path": text_path, "model": None, "forced": trust.platform_forces_weights_only()}
+        if files.is_irregular(text_path):
+            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where)
+        with files.open_regular(text_path) as fh:  # a missing file: the OS's own FileNotFoundError
+            data = fh.read(MAX_TEXT + 1)
+        if len(data) > MAX_TEXT:
+            raise UnreadableFileError(f"it is larger than {MAX_TEXT} bytes (AutoGluon writes a few kilobytes)", **where)
+        try:
+            text = data.decode("utf-8")
+            if not parse_json:
+                return text
+            import json
+
+            value = json.loads(text)
+        except ValueError as exc:
+            raise UnreadableFileError(f"it is not the text AutoGluon writes ({type(exc).__name__}: {exc})",
+                                      **where) from None
+        if os.path.basename(text_path) == "metadata.json" and not (
+                isinstance(value, dict) and all(isinstance(value.get(k), t) for k, t in METADATA_KEYS.items())):
+            raise DisallowedGlobalsError([], ["metadata.json lacks the fields AutoGluon checks ("
+                                              + ", ".join(METADATA_KEYS) + ")"], **where)
+        return value
+
+    module.load = patching.wrap(original, load)
+
+
+def remove_text() -> None:
+    for name in TEXT_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and patching.is_patched(module.load):
+            module.load = module.load.__wrapped__
 
 
 def _model_of(path: str) -> str | None:

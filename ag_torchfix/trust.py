@@ -261,12 +261,9 @@ def _parse_lock(data: bytes) -> dict:
 
 
 def _read_bounded(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_LOCK_BYTES + 1)
-    except OSError:
-        return None
-    return data if len(data) <= MAX_LOCK_BYTES else None
+    from .files import read_bounded  # never blocks on a FIFO named like a lock
+
+    return read_bounded(path, MAX_LOCK_BYTES)
 
 
 def platform_forces_weights_only() -> bool:
