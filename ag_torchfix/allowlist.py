@@ -164,9 +164,8 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
     Entry("fastai.data.transforms.CategoryMap", CONSTRUCT, "list of labels plus a value->index dict; " + _MODULE_STATE),
     Entry("fastai.data.transforms.RegressionSetup", CONSTRUCT, "regression label transform holding a column name; " + _MODULE_STATE),
     Entry("fastai.data.load._FakeLoader", CONSTRUCT, "placeholder loader settings; " + _MODULE_STATE),
-    Entry("fastai.data.load._wif", REFERENCE, "DataLoader worker-init function (num_workers=0: never called by "
-          "AutoGluon); it sets thread counts and seeds, and fastai's set_num_threads tries `import mkl`: a state "
-          "may not put it where code calls (no attribute may shadow a method)"),
+    Entry("fastai.data.load._wif", REFERENCE, "worker-init function, never called (num_workers=0); it imports mkl, "
+          "so no state may put it where code calls (SHADOWING_STATE)"),
     Entry("fastai.layers.Embedding", CONSTRUCT, _NN_MODULE),
     Entry("fastai.layers.LinBnDrop", CONSTRUCT, _NN_MODULE),
     Entry("fastai.learner.Recorder", CONSTRUCT, "callback; Stateful.__setstate__ is a __dict__ update plus an empty state dict"),
