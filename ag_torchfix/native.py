@@ -940,7 +940,11 @@ def _catboost_fork(blob: bytes, timeout: float) -> str | None:
         code = 70
         try:
             import faulthandler
+            import signal
             faulthandler.disable()  # a crash here is the expected verdict, not a report for the parent's stderr
+            for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"):  # nor for a host's crash handler
+                if hasattr(signal, name):            # (a fuzzer's, a service's): the child simply dies
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
             os.close(read_fd)
             devnull = os.open(os.devnull, os.O_RDWR)
             os.dup2(devnull, 1)
