@@ -155,8 +155,6 @@ def check_internals(stream: BinaryIO, profile: Profile | None = None) -> Interna
         raise Unreadable(f"it is not an archive torch would read the same way: {exc}") from None
     rules = TorchRules(profile, arch) if profile.check_calls else None
     result = pickle_scan.scan(data, rules=rules, limits=profile.limits)
-    if rules is not None and result.error is None:
-        rules.shadowing()
     if result.error is None and result.end != len(data):
         result.problem("trailing-data", f"{len(data) - result.end} bytes after the pickle's STOP opcode "
                        "(torch ignores them; genuine files have none)", result.end)
@@ -173,7 +171,6 @@ class TorchRules:
         self.calls = _call_table(profile)
         self.archive = arch
         self.problems: list[pickle_scan.Problem] = []
-        self.state_keys: dict[tuple[str, str], tuple] = {}  # (type, attribute) BUILD states set -> (value, offset)
 
     def _problem(self, kind: str, detail: str, offset: int) -> None:
         if len(self.problems) < 100:
@@ -231,26 +228,9 @@ class TorchRules:
         if kind in allowlist.SEQUENCE_STATE:
             problem = _SEQUENCE_RULES[kind](inst, state)
         else:
-            problem = state_problem(state, slots=False)
-            mapping = state[0] if type(state) is tuple and len(state) == 2 else state
-            if type(mapping) is dict:
-                for key, value in mapping.items():
-                    if type(key) is str and (kind, key) not in self.state_keys:
-                        self.state_keys[(kind, key)] = (value, offset)
+            problem = state_problem(state, slots=False) or _shadowing_problem(kind, state)
         if problem:
             self._problem("build-state", f"BUILD of a {kind}: {problem}", offset)
-
-    def shadowing(self) -> None:
-        """A state key that names a method of the class puts a value where code calls a method: fastai calls
-        ``module.forward`` on every prediction (a file setting ``forward = _wif`` made it call that).  Needs the
-        classes themselves: resolved here, once the scan is done."""
-        for (kind, key), (value, offset) in self.state_keys.items():
-            if not _shadows(kind, key):
-                continue
-            rule = allowlist.SHADOWING_STATE.get(key)
-            if rule is None or not _matcher(rule[0])(value):
-                self._problem("build-state", f"BUILD of a {kind} sets {key}, which shadows a method of the class "
-                              "(code would call the file's value instead)", offset)
 
     def persistent(self, pid, offset: int):
         storage = Obj(None, pid, offset)
@@ -284,6 +264,21 @@ def _call_table(profile: Profile) -> dict[str, tuple]:
             empty_ok = entry.args is not None and () in entry.args and not (entry.returns or "").startswith("arg")
             table[name] = (entry.use, _args_matcher(name), entry.returns, empty_ok)
     return table
+
+
+def _shadowing_problem(kind: str, state) -> str | None:
+    """A state key that names a method of the class puts a value where code calls the method: fastai calls
+    ``module.forward`` on every prediction (a file setting ``forward = _wif`` made it call that).  fastai's own
+    overrides are listed in ``allowlist.SHADOWING_STATE``.  Needs the class itself (resolved once per key)."""
+    mapping = state[0] if type(state) is tuple and len(state) == 2 else state
+    if type(mapping) is not dict:
+        return None
+    for key, value in mapping.items():
+        if type(key) is str and _shadows(kind, key):
+            rule = allowlist.SHADOWING_STATE.get(key)
+            if rule is None or not _matcher(rule[0])(value):
+                return f"it sets {key}, which shadows a method of the class (code would call the file's value)"
+    return None
 
 
 @functools.lru_cache(maxsize=4096)
