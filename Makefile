@@ -79,7 +79,7 @@ sweep: $(STAMP)
 
 # Coverage-guided fuzzing (atheris) of the archive reader, the opcode scanner, the internals check, the secure
 # loader, strict mode and the scanner: FUZZ_SECONDS each, one target at a time, niced; not part of `make test`.
-# Seeds come from FUZZ_PREDICTOR (a predictor directory) or the test suite's cached predictors; findings and
+# Seeds come from FUZZ_PREDICTOR (predictor directories) or the test suite's cached predictors; findings and
 # the growing corpus stay under .cache/fuzz/ (tools/fuzz.py says how to read them).
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= archive scan internals loader strict scanner
@@ -88,7 +88,7 @@ fuzz: $(STAMP)
 	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check atheris
 	@status=0; for target in $(FUZZ_TARGETS); do \
 	  nice -n 10 $(PY) tools/fuzz.py $$target --seconds $(FUZZ_SECONDS) \
-	    $(if $(FUZZ_PREDICTOR),--predictor $(FUZZ_PREDICTOR)) || status=1; \
+	    $(foreach dir,$(FUZZ_PREDICTOR),--predictor $(dir)) || status=1; \
 	done; exit $$status
 
 clean:

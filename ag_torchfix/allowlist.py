@@ -305,6 +305,13 @@ SHADOWING_STATE: dict[str, tuple[Pattern, str]] = {
         "after_item", "before_batch", "after_batch", "after_iter", "before_iter", "create_batches")},
 }
 
+# CONSTRUCT entries made by a call with their arguments that genuine files never BUILD afterwards (torch's BUILD
+# would update their __dict__ or fail): a BUILD on one is refused.
+NEVER_BUILT: frozenset[str] = frozenset({
+    "builtins.set", "builtins.slice", "builtins.bytes", "collections.OrderedDict", "torch.device",
+    "pathlib.PosixPath", "inspect._ParameterKind", "pandas.core.internals.managers.BlockManager",
+})
+
 SEQUENCE_STATE: dict[str, str] = {
     "numpy.ndarray": "(version, shape, dtype, fortran order, data): the data must fill the shape exactly (an object "
                      "array's list shorter than its shape crashes numpy) and match the dtype",

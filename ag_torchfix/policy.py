@@ -217,7 +217,7 @@ class TorchRules:
     def build(self, inst: Obj, state, offset: int) -> None:
         kind = inst.type
         entry = self.entries.get(kind) if kind else None
-        if entry is None or entry.use != CONSTRUCT:
+        if entry is None or entry.use != CONSTRUCT or kind in allowlist.NEVER_BUILT:
             self._problem("build-target", f"BUILD on a {kind or 'object of unknown type'}, which is not allowlisted "
                           "to be built", offset)
             return
@@ -290,19 +290,6 @@ def _shadows(kind: str, key: str) -> bool:
     except LookupError:
         return False  # the loader refuses names it cannot import anyway
     return is_method(inspect.getattr_static(cls, key, None))
-
-
-@functools.lru_cache(maxsize=4)
-def _call_table(profile: Profile) -> dict[str, tuple]:
-    """name -> (use, argument matcher, result type, no-argument call allowed) for every callable entry and shim
-    (None use: a shim)."""
-    table = {name: (None, None, returns, False) for name, returns in allowlist.SHIM_RETURNS.items()
-             if name in profile.shims}
-    for name, entry in profile.entries.items():
-        if entry.use != REFERENCE:
-            empty_ok = entry.args is not None and () in entry.args and not (entry.returns or "").startswith("arg")
-            table[name] = (entry.use, _args_matcher(name), entry.returns, empty_ok)
-    return table
 
 
 def state_problem(state, *, slots: bool | frozenset = False) -> str | None:

@@ -8,7 +8,6 @@ Then ag_torchfix refuses it before torch reads a byte, and ``ag-torchfix scan`` 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import struct
