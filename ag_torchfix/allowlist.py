@@ -535,7 +535,3 @@ STRICT_PARTIAL_FUNCS: dict[str, str] = {
     "sklearn.metrics._classification.recall_score": "recall_*: partial(recall_score, average=...)",
     "autogluon.core.metrics.customized_roc_auc": "roc_auc_ovo/ovr variants: partial(customized_roc_auc, ...)",
 }
-
-
-def strict_names() -> frozenset[str]:
-    return frozenset(e.name for e in STRICT) | frozenset(STRICT_SHIMS)

@@ -164,10 +164,6 @@ class ScanResult:
     def unsupported_by_torch(self) -> list[str]:
         return sorted(OPCODE_NAMES.get(c, f"0x{c:02x}") for c in self.opcodes if c not in TORCH_WEIGHTS_ONLY_OPCODES)
 
-    def raise_for_error(self) -> None:
-        if self.error is not None:
-            raise ScanError(self.error)
-
 
 def normalise_global(module: str, name: str) -> str:
     """Map Python-2 names the way torch's weights-only unpickler and ``pickle`` (fix_imports) do."""

@@ -386,16 +386,6 @@ def _result_type(returns: str | None, args) -> str | None:
     return returns
 
 
-def _match_args(args, allowed: tuple[Pattern, ...], entries) -> bool:
-    if type(args) is not tuple or len(args) != len(allowed):
-        return False
-    return all(_matcher(p)(a) for a, p in zip(args, allowed))
-
-
-def _match(value, pattern: Pattern, entries=None) -> bool:
-    return _matcher(pattern)(value)
-
-
 @functools.lru_cache(maxsize=None)
 def _matcher(pattern: Pattern):
     """Compile a pattern into a predicate on symbols (once per pattern: the scan calls these per opcode)."""
