@@ -266,12 +266,17 @@ def bench_strict_allowlist() -> list[tuple]:
 
 
 MEMORY = """
-import resource, sys, warnings
+import sys, warnings
 warnings.filterwarnings("ignore")
 import ag_torchfix, torch
 from ag_torchfix import scanner
 import fastai.learner
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def peak():  # this process's own high-water mark (ru_maxrss would carry the parent's across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
+before = peak()
 if sys.argv[2] == "loader":
     try:
         ag_torchfix.load_learner(sys.argv[1])
@@ -279,7 +284,7 @@ if sys.argv[2] == "loader":
         pass
 else:
     scanner.scan_file(sys.argv[1])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak() - before)
 """
 
 
