@@ -18,7 +18,7 @@ import pytest
 from helpers import OsSystem, make_table
 
 import ag_torchfix
-from ag_torchfix import strict_mode
+from ag_torchfix import strict_mode, trust
 
 TESTS = str(pathlib.Path(__file__).resolve().parent)
 
@@ -178,6 +178,11 @@ def test_trust_lifts_strict_mode_for_trusted_predictors_only(zoo_predictors, tmp
         with ag_torchfix.trusted(tmp_path / "elsewhere"), pytest.raises(ag_torchfix.DisallowedGlobalsError,
                                                                          match="collections.Counter"):
             TabularPredictor.load(str(dest), verbosity=0)
+        if trust.platform_forces_weights_only():  # the platform setting wins, trust included
+            with ag_torchfix.trusted(dest), pytest.raises(ag_torchfix.DisallowedGlobalsError,
+                                                          match="platform setting wins"):
+                TabularPredictor.load(str(dest), verbosity=0)
+            return
         with ag_torchfix.trusted(dest), pytest.warns(ag_torchfix.TrustedFallbackWarning, match="collections.Counter"):
             TabularPredictor.load(str(dest), verbosity=0)
 
