@@ -6,6 +6,7 @@ import contextlib
 import os
 import pathlib
 import pickle
+import struct
 import types
 import zipfile
 
@@ -294,3 +295,39 @@ def assert_same_graph(a, b, path="learner", seen=None, max_depth=60):
             assert_same_graph(da[k], db[k], f"{path}.{k}", seen, max_depth - 1)
         return
     assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+# --- hand-written pickle opcodes (protocol 2, as torch and AutoGluon files spell them) ----------------------
+
+PROTO = b"\x80\x02"
+
+
+def G(module: str, name: str) -> bytes:
+    """GLOBAL module.name"""
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def S(text: str) -> bytes:
+    """BINUNICODE text"""
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def I(n: int) -> bytes:  # noqa: E743
+    """BININT n"""
+    return b"J" + struct.pack("<i", n)
+
+
+def B(data: bytes) -> bytes:
+    """bytes as protocol 2 (and torch) spell them: _codecs.encode(text, 'latin1')."""
+    return G("_codecs", "encode") + S(data.decode("latin1")) + S("latin1") + b"\x86R"
+
+
+def load_obj(path: pathlib.Path):
+    with open(path, "rb") as fh:  # our own genuine file
+        return pickle.load(fh)
+
+
+def dump_obj(obj, path: pathlib.Path) -> None:
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh, protocol=4)  # as AutoGluon writes them

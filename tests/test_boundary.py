@@ -18,30 +18,10 @@ import threading
 import zipfile
 
 import pytest
-from helpers import data_pkl, rewrite_archive
+from helpers import B, G, I, PROTO, S, data_pkl, rewrite_archive
 
 import ag_torchfix
 from ag_torchfix import scanner
-
-PROTO = b"\x80\x02"
-
-
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def S(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + len(data).to_bytes(4, "little") + data
-
-
-def I(n: int) -> bytes:  # noqa: E743
-    return b"J" + struct.pack("<i", n)
-
-
-def B(data: bytes) -> bytes:
-    """bytes as protocol 2 (and torch) spell them: _codecs.encode(text, 'latin1')."""
-    return G("_codecs", "encode") + S(data.decode("latin1")) + S("latin1") + b"\x86R"
 
 
 def archive_with(genuine, tmp_path, payload: bytes, name: str = "model-internals.pkl"):

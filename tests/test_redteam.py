@@ -24,36 +24,15 @@ import time
 import warnings
 
 import pytest
-from helpers import OsSystem, data_pkl, full_pickle_learner, make_table, plant_os_system, rewrite_archive, save_learner
+from helpers import (
+    G, I, PROTO, S, OsSystem, data_pkl, dump_obj, full_pickle_learner, load_obj, make_table, plant_os_system,
+    rewrite_archive, save_learner,
+)
 
 import ag_torchfix
 from ag_torchfix import scanner
 
 TESTS = str(pathlib.Path(__file__).resolve().parent)
-PROTO = b"\x80\x02"
-
-
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def S(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + len(data).to_bytes(4, "little") + data
-
-
-def I(n: int) -> bytes:  # noqa: E743
-    return b"J" + struct.pack("<i", n)
-
-
-def load_obj(path: pathlib.Path):
-    with open(path, "rb") as fh:  # our own genuine file
-        return pickle.load(fh)
-
-
-def dump_obj(obj, path: pathlib.Path) -> None:
-    with open(path, "wb") as fh:
-        pickle.dump(obj, fh, protocol=4)  # as AutoGluon writes them
 
 
 def strict_load_predict(predictor: pathlib.Path, model: str | None = None):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import G
 
 from ag_torchfix import denylist, scanner
 
@@ -20,10 +21,6 @@ def scan_json(*paths, extra=()):
                          capture_output=True, text=True, timeout=600)
     assert "Traceback" not in out.stderr, out.stderr
     return out.returncode, json.loads(out.stdout)
-
-
-def G(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
 
 def call(module: str, name: str, arg: str = "id") -> bytes:

@@ -18,7 +18,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from helpers import OsSystem, make_table
+from helpers import OsSystem, dump_obj, load_obj, make_table
 
 import ag_torchfix
 
@@ -46,16 +46,6 @@ def run_autogluon(predictor, model: str | None = None, *, strict: bool, timeout:
         env["AG_TORCHFIX_STRICT"] = "1"
     return subprocess.run([sys.executable, "-c", USE, str(predictor), model or "-"], capture_output=True, text=True,
                           env=env, timeout=timeout)
-
-
-def load_obj(path: pathlib.Path):
-    with open(path, "rb") as fh:  # our own genuine file
-        return pickle.load(fh)
-
-
-def dump_obj(obj, path: pathlib.Path) -> None:
-    with open(path, "wb") as fh:
-        pickle.dump(obj, fh, protocol=4)  # as AutoGluon writes them
 
 
 def with_state(cls, state):
