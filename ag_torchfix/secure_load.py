@@ -88,7 +88,8 @@ def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
             "torch zip archives (torch.save's format since torch 1.6, which AutoGluon writes)", **where)
     if head != b"PK\x03\x04":
         raise UnreadableFileError(f"it is not a torch zip archive (starts with {head!r})", **where)
-    digest = hashlib.blake2b(stream.getbuffer(), digest_size=32).digest() if isinstance(stream, io.BytesIO) else None
+    digest = hashlib.blake2b(stream.getbuffer()[start:], digest_size=32).digest() \
+        if isinstance(stream, io.BytesIO) else None  # the bytes torch will read, from where it starts
     names = _verdicts.get(digest) if digest is not None else None
     if names is None:  # not these exact bytes before: check them
         try:

@@ -211,6 +211,7 @@ class StrictUnpickler(pickle._Unpickler):
         self._arguments(self.stack[-3], (self.stack[-2], tuple(self.stack[-1].values()) if isinstance(
             self.stack[-1], dict) else self.stack[-1]), "NEWOBJ_EX")
         super().load_newobj_ex()
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
     def _arguments(self, func, args, opname: str) -> None:
         """No class or function among the arguments unless the callee is known to take exactly that one, and no
@@ -228,7 +229,6 @@ class StrictUnpickler(pickle._Unpickler):
         if name in allowlist.STRICT_EMPTY_SHAPE and not (isinstance(args, tuple) and len(args) == 3
                                                          and args[1] == (0,)):
             raise pickle.UnpicklingError(f"{name} with a shape genuine pickles never pass (numpy would allocate it)")
-    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
     def _constructible(self, cls) -> None:
         if _objects.use_of(cls) != allowlist.CONSTRUCT:
