@@ -16,11 +16,14 @@ WIDE   := ag12 ag13 ag14 fastai2719 fastai2812 torch2141
 .PHONY: venv envs test test-current test-forced test-legacy compat-check compat demo bench sweep clean
 
 # The current stack (requirements/current.txt) plus the package itself, editable.
+# A build from scratch records its duration in .build-seconds (tools/compat.py reports it); an update does not.
 $(STAMP): requirements/current.txt pyproject.toml hatch_build.py plugin/ag_torchfix.pth plugin/_ag_torchfix_autoload.py
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements/current.txt "pytest>=7"
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@start=$$(date +%s); if [ -d $(VENV) ]; then rm -f $(VENV)/.build-seconds; new=0; else new=1; fi; set -ex; \
+	$(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip; \
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/current.txt "pytest>=7"; \
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .; \
+	if [ $$new = 1 ]; then echo $$(( $$(date +%s) - start )) > $(VENV)/.build-seconds; fi
 	touch $@
 
 venv: $(STAMP)

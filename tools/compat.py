@@ -249,15 +249,11 @@ def key(row: list[str]) -> tuple[str, str]:
 
 
 def build_seconds(python: str) -> int | None:
-    """How long the stack's environment took to build: env.sh's record, else its files' timestamps."""
-    prefix = pathlib.Path(python).absolute().parent.parent
-    record = prefix / ".build-seconds"
+    """How long the stack's environment took to build from scratch, as its build recorded it (tools/env.sh, the
+    Makefile's venv recipe); None when unrecorded (an environment updated in place has no build time)."""
+    record = pathlib.Path(python).absolute().parent.parent / ".build-seconds"
     if record.is_file():
         return int(record.read_text().split()[0])
-    done = next((f for f in (prefix / ".stamp", prefix / ".installed") if f.is_file()), None)
-    cfg = prefix / "pyvenv.cfg"  # written when the build starts (`python -m venv`)
-    if done and cfg.is_file():
-        return round(done.stat().st_mtime - cfg.stat().st_mtime)
     return None
 
 
