@@ -37,6 +37,7 @@ allowlisted names.  It compensates for these behaviours of torch's ``_weights_on
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 import types
@@ -281,15 +282,32 @@ def _shadowing_problem(kind: str, state) -> str | None:
     return None
 
 
+# fastai adds methods to its classes with ``@patch`` from other modules (``Learner.fit_one_cycle`` from
+# fastai.callback.schedule, ``TabularLearner.to_fp16`` ...); importing a class's own module does not add them.
+# AutoGluon imports fastai.tabular.all before it loads internals, so the rule judges the classes as the loading
+# process sees them, in the scanner too (which otherwise passed a state key shadowing ``fit_one_cycle``).
+_CLASS_CONTEXT = ("fastai.tabular.all",)
+
+
 @functools.lru_cache(maxsize=4096)
 def _shadows(kind: str, key: str) -> bool:
     from . import shims
 
+    _import_class_context()
     try:
         cls = shims.resolve(kind)
     except LookupError:
         return False  # the loader refuses names it cannot import anyway
     return is_method(inspect.getattr_static(cls, key, None))
+
+
+@functools.lru_cache(maxsize=1)
+def _import_class_context() -> None:
+    for module in _CLASS_CONTEXT:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # no fastai: the loader refuses its names anyway
 
 
 def state_problem(state, *, slots: bool | frozenset = False) -> str | None:

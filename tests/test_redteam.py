@@ -272,6 +272,27 @@ def test_default_mode_forward_attribute_runs_wif_at_predict(binary_predictor, in
     assert scan_verdict != "allowed"
 
 
+def test_methods_fastai_patches_in_from_other_modules_are_seen_by_the_scanner(binary_predictor, internals_of,
+                                                                             tmp_path):
+    """fastai adds ``fit_one_cycle`` to Learner from fastai.callback.schedule: a fresh scanner process that
+    imported only the classes' own modules did not see it as a method, and called the file "loads securely"."""
+    tampered = shutil.copytree(binary_predictor, tmp_path / "tampered")
+    internals = internals_of(tampered)
+    learner = full_pickle_learner(internals)
+    learner.__dict__["fit_one_cycle"] = 7
+    save_learner(learner, internals)
+    # live: loaded the original way, the file's value is what `learner.fit_one_cycle` resolves to
+    assert full_pickle_learner(internals).fit_one_cycle == 7
+    env = {**os.environ, "AG_TORCHFIX_AUTOLOAD": "0"}
+    out = subprocess.run([sys.executable, "-m", "ag_torchfix", "scan", "--json", str(internals)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    (report,) = json.loads(out.stdout)["files"]
+    assert out.returncode != 0 and report["verdict"] != "allowed", report
+    assert "fit_one_cycle" in json.dumps(report) and "shadows a method" in json.dumps(report), report
+    with pytest.raises(ag_torchfix.DisallowedGlobalsError, match="fit_one_cycle, which shadows a method"):
+        ag_torchfix.load_learner(internals)
+
+
 # =====================================================================================================
 # 3. Strict mode: paths and kinds the dispatch table does not see
 # =====================================================================================================
