@@ -1042,16 +1042,23 @@ def reproduce(args) -> int:
     return 1 if found else 0
 
 
-def line_coverage(args) -> int:
-    """Replay the target's corpus (and seeds) under a line tracer: which lines of the package ran."""
-    import dis
-
+def _replay(args) -> tuple[Worker, list[pathlib.Path]]:
+    """A worker that records nothing, and the target's corpus and seeds to replay through it."""
     workdir = pathlib.Path(args.workdir)
     worker = Worker(args.target, workdir, args.timeout, args.rss_mb)
     worker.import_code()
     warnings_off()
     signal.signal(signal.SIGPROF, _on_timer)
     worker._record = lambda data, finding: None
+    inputs = sorted((workdir / "corpus" / args.target).iterdir()) + sorted((workdir / "seeds" / args.target).iterdir())
+    return worker, inputs
+
+
+def line_coverage(args) -> int:
+    """Replay the target's corpus (and seeds) under a line tracer: which lines of the package ran."""
+    import dis
+
+    worker, inputs = _replay(args)
     package = str(ROOT / "ag_torchfix") + os.sep
     hit: dict[str, set[int]] = {}
 
@@ -1068,7 +1075,6 @@ def line_coverage(args) -> int:
         lines.add(frame.f_lineno)
         return local
 
-    inputs = sorted((workdir / "corpus" / args.target).iterdir()) + sorted((workdir / "seeds" / args.target).iterdir())
     sys.settrace(tracer)
     try:
         for path in inputs:
@@ -1098,13 +1104,8 @@ def outcomes(args) -> int:
     """Replay the target's corpus and tally how each step ended (the refusal's reason, cut before details)."""
     import collections
 
-    workdir = pathlib.Path(args.workdir)
-    worker = Worker(args.target, workdir, args.timeout, args.rss_mb)
-    worker.import_code()
-    warnings_off()
-    signal.signal(signal.SIGPROF, _on_timer)
+    worker, inputs = _replay(args)
     tally: collections.Counter = collections.Counter()
-    inputs = sorted((workdir / "corpus" / args.target).iterdir()) + sorted((workdir / "seeds" / args.target).iterdir())
     for path in inputs:
         for step, func, _allowed in worker.steps(path.read_bytes()):
             try:
