@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="whether ag_torchfix is active here, how, and the trust settings (default)")
     scan = sub.add_parser("scan", help="audit predictor directories and pickle files without loading them")
     scan.add_argument("paths", nargs="+", metavar="PATH")
-    scan.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.scan/1)")
+    scan.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.scan/2)")
     scan.add_argument("--verbose", "-v", action="store_true", help="list every global, not only the problems")
     scan.add_argument("--strict", action="store_true",
                       help="judge AutoGluon's own pickles against the strict-mode allowlist (will it load in strict mode?)")

@@ -285,21 +285,12 @@ def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> File
                               note="strict mode checks XGBoost's model file before XGBoost parses it")
         return FileReport(path, model, "xgboost-ubj", "xgboost-model", False, NEEDS_TRUST, size,
                           note="XGBoost parses this without checks outside strict mode (--strict)")
-    data = fh.read(strict_mode.MAX_TEXT + 1)
-    role = "autogluon-text"
-    if len(data) > strict_mode.MAX_TEXT:
-        return _unreadable(path, f"larger than {strict_mode.MAX_TEXT} bytes (AutoGluon writes a few kilobytes)",
-                           model=model, kind="text", role=role)
     try:
-        text = data.decode("utf-8")
-        value = __import__("json").loads(text) if path.endswith(".json") else text
-    except ValueError as exc:
-        return _unreadable(path, f"not the text AutoGluon writes ({type(exc).__name__})", model=model, kind="text",
-                           role=role)
-    if path.endswith("metadata.json") and not (isinstance(value, dict) and all(
-            isinstance(value.get(k), t) for k, t in strict_mode.METADATA_KEYS.items())):
-        return _unreadable(path, "metadata.json lacks the fields AutoGluon checks", model=model, kind="text", role=role)
-    return FileReport(path, model, "text", role, True, ALLOWED, size, note="plain text AutoGluon reads (no code)")
+        strict_mode.parse_text(fh.read(strict_mode.MAX_TEXT + 1), path, as_json=path.endswith(".json"))
+    except strict_mode.TextProblem as exc:
+        return _unreadable(path, str(exc), model=model, kind="text", role="autogluon-text")
+    return FileReport(path, model, "text", "autogluon-text", True, ALLOWED, size,
+                      note="plain text AutoGluon reads (no code)")
 
 
 def _strict_loaded(path: str) -> bool:
@@ -455,7 +446,7 @@ def _discover(root: str) -> Iterator[tuple[str, str | None]]:
 
 
 def _is_candidate(path: str) -> bool:
-    if path.endswith(PICKLE_SUFFIXES) or path.endswith(OTHER_READ):
+    if path.endswith(PICKLE_SUFFIXES + OTHER_READ):
         return True
     try:
         with open(path, "rb") as fh:

@@ -238,6 +238,33 @@ MAX_TEXT = 16 << 20
 METADATA_KEYS = {"version": str, "py_version": str, "system": str}
 
 
+class TextProblem(ValueError):
+    """Why AutoGluon could not use a text file: unreadable as text, or (``content``) text it cannot use."""
+
+    def __init__(self, reason: str, content: bool = False):
+        super().__init__(reason)
+        self.content = content
+
+
+def parse_text(data: bytes, path: str, *, as_json: bool):
+    """What AutoGluon's load_str / load_json gets from ``data`` (at most MAX_TEXT + 1 bytes of the file at
+    ``path``); TextProblem when that is not text AutoGluon can use.  Shared with the scanner."""
+    if len(data) > MAX_TEXT:
+        raise TextProblem(f"larger than {MAX_TEXT} bytes (AutoGluon writes a few kilobytes)")
+    import json  # here, not at import time
+
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(text) if as_json else text
+    except ValueError as exc:
+        raise TextProblem(f"not the text AutoGluon writes ({type(exc).__name__}: {exc})") from None
+    if os.path.basename(path) == "metadata.json" and not (
+            isinstance(value, dict) and all(isinstance(value.get(k), t) for k, t in METADATA_KEYS.items())):
+        raise TextProblem("metadata.json lacks the fields AutoGluon checks (" + ", ".join(METADATA_KEYS) + ")",
+                          content=True)
+    return value
+
+
 def apply_text(module) -> None:
     """In strict mode, AutoGluon's load_str / load_json read local files as AutoGluon does, but never block on a
     FIFO, never read more than MAX_TEXT bytes (a link to /dev/zero), and a metadata.json AutoGluon cannot use is
@@ -256,23 +283,12 @@ def apply_text(module) -> None:
             raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where)
         with files.open_regular(text_path) as fh:  # a missing file: the OS's own FileNotFoundError
             data = fh.read(MAX_TEXT + 1)
-        if len(data) > MAX_TEXT:
-            raise UnreadableFileError(f"it is larger than {MAX_TEXT} bytes (AutoGluon writes a few kilobytes)", **where)
         try:
-            text = data.decode("utf-8")
-            if not parse_json:
-                return text
-            import json
-
-            value = json.loads(text)
-        except ValueError as exc:
-            raise UnreadableFileError(f"it is not the text AutoGluon writes ({type(exc).__name__}: {exc})",
-                                      **where) from None
-        if os.path.basename(text_path) == "metadata.json" and not (
-                isinstance(value, dict) and all(isinstance(value.get(k), t) for k, t in METADATA_KEYS.items())):
-            raise DisallowedGlobalsError([], ["metadata.json lacks the fields AutoGluon checks ("
-                                              + ", ".join(METADATA_KEYS) + ")"], **where)
-        return value
+            return parse_text(data, text_path, as_json=parse_json)
+        except TextProblem as exc:
+            if exc.content:
+                raise DisallowedGlobalsError([], [str(exc)], **where) from None
+            raise UnreadableFileError(f"it is {exc}", **where) from None
 
     module.load = patching.wrap(original, load)
 
