@@ -30,6 +30,17 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
+def open_for_load(file: str | os.PathLike, /, **where) -> BinaryIO:
+    """``open_regular`` for the loaders: a FIFO, device or directory is their typed UnreadableFileError (``where``:
+    the error's path, model, forced); a missing or unreadable path stays the OS's own error."""
+    try:
+        return open_regular(file)
+    except NotRegular:
+        from .errors import UnreadableFileError
+
+        raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where) from None
+
+
 def is_irregular(path: str | os.PathLike) -> bool:
     """Whether ``path`` exists and is not a regular file (missing paths are left to the caller's own open)."""
     try:

@@ -41,8 +41,7 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
     """
     if isinstance(file, (str, os.PathLike)):
         path = path or os.fspath(file)
-        check_regular(file, model)
-        with files.open_regular(file) as fh:
+        with files.open_for_load(file, path=path, model=model) as fh:
             return load_learner(fh, path=path, model=model)
     if not callable(getattr(file, "read", None)):
         raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")

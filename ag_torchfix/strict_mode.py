@@ -163,9 +163,7 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
             open_compressed = compression_map[compression_fn]["open"]
             kwargs = extra.get("compression_fn_kwargs") or {}
             opener = functools.partial(open_compressed, mode="rb", **kwargs)
-        if files.is_irregular(path):
-            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where)
-        with files.open_regular(path) as fh:  # OSError (missing, unreadable) is AutoGluon's own
+        with files.open_for_load(path, **where) as fh:  # OSError (missing, unreadable) is AutoGluon's own
             raw = fh.read()
             identity = files.identity(fh)
     try:
@@ -214,9 +212,7 @@ def _checked_xgboost_bytes(path: str) -> bytes:
     from . import native
 
     model = _model_of(path)
-    if files.is_irregular(path):
-        raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", path=path, model=model)
-    with files.open_regular(path) as fh:
+    with files.open_for_load(path, path=path, model=model) as fh:
         raw = fh.read()
         identity = files.identity(fh)
     try:
@@ -279,9 +275,7 @@ def apply_text(module) -> None:
         if not is_active() or trust.is_url(text_path) or "://" in text_path:
             return original(path, *args, **kwargs)
         where = {"path": text_path, "model": None, "forced": trust.platform_forces_weights_only()}
-        if files.is_irregular(text_path):
-            raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where)
-        with files.open_regular(text_path) as fh:  # a missing file: the OS's own FileNotFoundError
+        with files.open_for_load(text_path, **where) as fh:  # a missing file: the OS's own FileNotFoundError
             data = fh.read(MAX_TEXT + 1)
         try:
             return parse_text(data, text_path, as_json=parse_json)

@@ -31,6 +31,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from . import files
 from .errors import ConfigurationWarning
 
 ENV_TRUST = "AG_TORCHFIX_TRUST"
@@ -261,9 +262,7 @@ def _parse_lock(data: bytes) -> dict:
 
 
 def _read_bounded(path: str) -> bytes | None:
-    from .files import read_bounded  # never blocks on a FIFO named like a lock
-
-    return read_bounded(path, MAX_LOCK_BYTES)
+    return files.read_bounded(path, MAX_LOCK_BYTES)  # never blocks on a FIFO named like a lock
 
 
 def platform_forces_weights_only() -> bool:
