@@ -10,8 +10,9 @@ export AG_TORCHFIX_ENVS ?= $(CACHE)/envs
 export AG_TORCHFIX_TEST_CACHE ?= $(CACHE)/predictors
 LEGACY := legacy-ag11 legacy-fastai27
 # The wide compatibility matrix (tools/env.sh): AutoGluon 1.2/1.3/1.4, fastai 2.7.19/2.8.12 forced over
-# AutoGluon 1.6.3, torch 2.14.1 (several GB of CUDA libraries). Built and measured only by `make compat-wide`.
-WIDE   := ag12 ag13 ag14 fastai2719 fastai2812 torch2141
+# AutoGluon 1.6.3, torch 2.14.1 (several GB of CUDA libraries), and the current stack on Python 3.10, 3.12 and 3.13
+# as readers (CUDA torch builds). Built and measured only by `make compat-wide`.
+WIDE   := ag12 ag13 ag14 fastai2719 fastai2812 torch2141 py310 py312 py313
 
 .PHONY: venv envs test test-current test-forced test-legacy compat-check compat demo bench sweep clean
 
@@ -85,7 +86,7 @@ sweep: $(STAMP)
 # Seeds come from FUZZ_PREDICTOR (predictor directories) or the test suite's cached predictors; findings and
 # the growing corpus stay under .cache/fuzz/ (tools/fuzz.py says how to read them).
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= archive scan internals loader strict scanner
+FUZZ_TARGETS ?= archive scan internals loader strict scanner materialize
 FUZZ_PREDICTOR ?=
 fuzz: $(STAMP)
 	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check atheris
@@ -96,3 +97,14 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache
+
+.PHONY: goldens
+
+# Golden predictors written by other stacks (Python patch releases, numpy, pandas, torch, fastai, AutoGluon),
+# committed under tests/goldens/: each writer's environment is built (or reused) by tools/goldens/build.sh, which
+# refuses to run in CI. Rebuild one writer with `make goldens GOLDEN_WRITERS=py3.13.0`. The GPU-written golden
+# (py3.12.3-torch2.11-cu130) is imported once by tools/goldens/import_gpu.py, not rebuilt here.
+GOLDEN_WRITERS ?= py3.11.2-debian py3.13.0 py3.10.13 py3.12.1 py3.11.7 numpy1.26 pandas2.0 pandas2.1 pandas2.2 \
+  pandas2.3 torch2.6 torch2.14 fastai2.7.18 fastai2.7.19 fastai2.8.12 ag1.1 ag1.2 ag1.3 ag1.4 ag1.5
+goldens:
+	@for writer in $(GOLDEN_WRITERS); do tools/goldens/build.sh $$writer || exit 1; done

@@ -219,7 +219,8 @@ FASTAI_INTERNALS: tuple[Entry, ...] = (
           args=((tuple_of(made("inspect.Parameter")),),)),
     Entry("inspect.Parameter", CONSTRUCT, "parameter value object; validates name and kind only",
           args=((STR, made("inspect._ParameterKind")),)),
-    Entry("inspect._ParameterKind", CONSTRUCT, "int enum lookup by value", args=((INT,),)),
+    Entry("inspect._ParameterKind", CONSTRUCT, "int enum lookup by value (CPython 3.11.0-3.11.4 name the member "
+          "instead: ENUM_MEMBERS)", args=((lit(0, 1, 2, 3, 4),),)),
     Entry("inspect._empty", REFERENCE, "sentinel class for 'no default'; stored, never called"),
     Entry("random.Random", CONSTRUCT, "pseudo-random generator; __setstate__ restores (and validates) the Mersenne "
           "Twister state", args=((),)),
@@ -265,6 +266,31 @@ GETATTR_PAIRS: dict[tuple[str, str], str] = {
 DEFAULTDICT_FACTORIES: dict[str, str] = {
     "builtins.int": "CategoryMap.o2i maps unseen categories to 0 (the #na# index)",
 }
+
+
+# Enum classes a file may name a member of -> (the member names, reason).  ``enum.Enum.__reduce_ex__`` writes a
+# member as ``cls(value)`` in CPython <= 3.10 and >= 3.11.5 (3.12.0 and later too), but as ``getattr(cls, 'NAME')``
+# in 3.11.0-3.11.4 (bpo-44342 switched to by-name; gh-105332 switched back, first released in 3.11.5; Debian 12's
+# system Python is 3.11.2): the getattr shim accepts exactly these member names, and
+# returns the member from the class's member map (never a method, a dunder or any other attribute).
+ENUM_MEMBERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "inspect._ParameterKind": (("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD", "VAR_POSITIONAL", "KEYWORD_ONLY",
+                                "VAR_KEYWORD"), "the kind of an inspect.Parameter in the signatures fastcore stores"),
+}
+
+# Other spellings of an allowlisted name -> (the allowlist's own name, which writers write it).  A file may name
+# either; the alias is judged, scoped and resolved exactly as the name it stands for.
+ALIASES: dict[str, tuple[str, str]] = {
+    "pathlib._local.PosixPath": ("pathlib.PosixPath", "CPython >= 3.13 defines paths in pathlib._local, and pickle "
+                                 "names a class by its __module__"),
+    "pathlib._local.WindowsPath": ("pathlib.WindowsPath", "CPython >= 3.13 on Windows (served as the WindowsPath shim)"),
+}
+
+
+def canonical(name: str) -> str:
+    """The allowlist's own spelling of ``name`` (itself unless it is one of ``ALIASES``)."""
+    alias = ALIASES.get(name)
+    return alias[0] if alias is not None else name
 
 
 # What each shim makes (for the BUILD rules): a type name, or "arg0" for the class passed first.

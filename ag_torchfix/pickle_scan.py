@@ -9,10 +9,17 @@ harmless names into gadgets (BUILD or SETITEM on a class object, calling somethi
 loaded by name), and to let a profile (``policy``) check each call's arguments and each BUILD's
 state before the real unpickler ever sees the file.
 
-Bounded by construction: objects made, memo entries, MARK depth and calls are capped
-(``Limits``); string and byte payloads longer than ``Limits.keep`` are skipped, not kept; the
-input is read in windows.  A malformed stream never raises: the result carries ``error`` and
-keeps every finding made before the bad point (a known danger still counts).
+Bounded by construction: opcodes executed (every push counts, NONE and BINGET included), objects
+made, memo entries, MARK depth, container nesting and calls are capped (``Limits``); string and
+byte payloads longer than ``Limits.keep`` are skipped, not kept; the input is read in windows.  The
+machine never recurses and never hashes a value the file chose: a pickled dict is a real dict only
+for plain ``str`` keys (hashed with Python's randomised string hash); every other key is wrapped in
+a ``Key`` of its own (hashed by identity), so distinct keys are never merged (``1``, ``1.0`` and
+``True``, two floats the scan cannot tell apart) and no file-chosen hash collides.  With a profile
+(``rules``), each key is judged (``rules.key_problem``) and a container is frozen once a call or a
+BUILD was checked with it: changing it afterwards is a problem.  A malformed stream never raises:
+the result carries ``error`` and keeps every finding made before the bad point (a known danger
+still counts).
 """
 
 from __future__ import annotations
@@ -61,6 +68,14 @@ class Limits:
     depth: int = 10_000  # MARK nesting
     calls: int = 1_000_000  # REDUCE / NEWOBJ / BUILD
     keep: int = 256  # strings and bytes up to this length keep their value
+    # Every opcode executed: each pushes at most one item (NONE, NEWTRUE, BININT, BINGET, DUP, MEMOIZE's
+    # memo entry ...), so this bounds the stack, every container's entries and the memo together.  AutoGluon's
+    # own pickles (strict mode, the scanner) are far below; 10M pushes cost this machine at most ~80 MB of
+    # pointers (a pickle of 185M NONE opcodes, deflated 19:1 into 9.8 MB, used 1.6 GiB before this bound).
+    opcodes: int = 10_000_000
+    # Containers (tuples, lists, dicts, sets) nested in containers: CPython hashes a tuple key recursively in C
+    # (a tuple 400k deep used as a dict key crashes the interpreter), and code walking the result recurses.
+    nesting: int = 1_000
 
 
 DEFAULT_LIMITS = Limits()
@@ -100,7 +115,28 @@ class _Opaque:
         return f"<{self.kind}>"
 
 
-NUMBER, LONGSTR, LONGBYTES, BUFFER = _Opaque("number"), _Opaque("long str"), _Opaque("long bytes"), _Opaque("buffer")
+class LongStr(_Opaque):
+    """A str payload the scan did not keep (longer than ``Limits.keep``, or across a read window): its size only
+    (in bytes as pickled), so that a profile can bound what copies of it cost."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int, kind: str = "long str"):
+        super().__init__(kind)
+        self.size = size
+
+
+class LongBytes(LongStr):
+    """A bytes payload the scan did not keep: its size only."""
+
+    __slots__ = ()
+
+    def __init__(self, size: int):
+        super().__init__(size, "long bytes")
+
+
+NUMBER, BUFFER = _Opaque("number"), _Opaque("buffer")
+LONGSTR, LONGBYTES = LongStr(-1), LongBytes(-1)  # of unknown size (the scan pushes its own, sized, instances)
 
 
 class Global:
@@ -119,7 +155,7 @@ class Obj:
     """What a call would make: ``made_by`` (a global's name, or None when the callable was computed),
     its ``args``, the runtime ``type`` if a profile could tell it, and what BUILD / SETITEM(S) did."""
 
-    __slots__ = ("made_by", "args", "type", "items", "built", "offset", "passed")
+    __slots__ = ("made_by", "args", "type", "items", "built", "offset", "passed", "state")
 
     def __init__(self, made_by: str | None, args, offset: int):
         self.made_by = made_by
@@ -129,6 +165,7 @@ class Obj:
         self.built = 0  # how many BUILDs it received
         self.offset = offset
         self.passed = False  # given to a call as an argument (a profile may refuse changing it afterwards)
+        self.state = None  # what its first BUILD gave it
 
     def __repr__(self) -> str:
         return f"<object from {self.made_by}>"
@@ -138,6 +175,25 @@ class SSet(list):
     """A pickled set or frozenset (EMPTY_SET, FROZENSET): its items, in order."""
 
     __slots__ = ()
+
+
+class Key:
+    """A dict key that is not a plain ``str``, as the scan keeps it: hashed by identity (never by a value the
+    file chose) and distinct from every other key, even an equal one (the real unpickler merges ``1``, ``1.0``
+    and ``True``; the scan keeps every value, so it checks every value the real dict could hold)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<key {self.value!r}>"
+
+
+def unkey(key):
+    """A dict key as the file wrote it (a ``Key``'s value; ``str`` keys are themselves)."""
+    return key.value if type(key) is Key else key
 
 
 def is_dunder(key) -> bool:
@@ -156,6 +212,7 @@ class ScanResult:
     value: object = None  # the symbol STOP returned
     objects: int = 0
     calls: int = 0
+    executed: int = 0  # opcodes run
 
     def problem(self, kind: str, detail: str, offset: int) -> None:
         if len(self.problems) < 100:
@@ -254,6 +311,7 @@ _U2 = struct.Struct("<H")
 _U4 = struct.Struct("<I")
 _U8 = struct.Struct("<Q")
 _EXT_SIZE = {0x82: 1, 0x83: 2, 0x84: 4}
+_CONTAINERS = frozenset((tuple, list, dict, SSet))
 _MUTATOR_NAMES = {0x62: "BUILD", 0x73: "SETITEM", 0x75: "SETITEMS", 0x61: "APPEND", 0x65: "APPENDS", 0x90: "ADDITEMS"}
 
 
@@ -298,7 +356,87 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
     u4 = _U4.unpack_from
     keep = limits.keep
     max_objects, max_memo, max_depth, max_calls = limits.objects, limits.memo, limits.depth, limits.calls
-    objects = calls = 0
+    max_ops, max_nesting = limits.opcodes, limits.nesting
+    objects = calls = ops = 0
+    # Nesting of containers that hold containers (id -> depth; ``held`` keeps them alive, so no id is reused).
+    # A container's depth is taken when items go into it: one pass per item, never a walk of the graph.  A list or
+    # dict filled after it went into another container does not deepen that one's count; what CPython hashes
+    # recursively are tuples, which never change after they are made, and a checked container is frozen.
+    # Objects (``Obj``) are not containers here: their arguments and states are, each bounded on its own.
+    deep: dict[int, int] = {}
+    held: list = []
+    # With a profile: containers a call or a BUILD was checked with (id -> the container, kept alive).
+    frozen: dict[int, object] | None = {} if rules is not None else None
+
+    def nested(container, items) -> None:
+        d = 1
+        for x in items:
+            t = type(x)
+            if t is tuple or t is list or t is dict or t is SSet:
+                dx = deep.get(id(x), 1) + 1
+                if dx > d:
+                    d = dx
+        if d > 1 and d > deep.get(id(container), 1):
+            if d > max_nesting:
+                raise ScanError(f"containers nested deeper than {max_nesting} (tuples, lists, dicts, sets)")
+            if id(container) not in deep:
+                held.append(container)
+            deep[id(container)] = d
+
+    def freeze(value) -> None:
+        """Mark every container reachable from a checked value (through containers) as checked."""
+        if type(value) is tuple:  # the commonest: an argument tuple of plain values (nothing to freeze)
+            for x in value:
+                if type(x) in _CONTAINERS:
+                    break
+            else:
+                return
+        todo = [value]
+        while todo:
+            v = todo.pop()
+            t = type(v)
+            if t is tuple or t is list or t is SSet or t is dict:
+                if id(v) in frozen:
+                    continue
+                frozen[id(v)] = v
+                if t is dict:
+                    for k, x in v.items():
+                        todo.append(k.value if type(k) is Key else k)
+                        todo.append(x)
+                else:
+                    todo.extend(v)
+
+    def mutable(target, c: int, offset: int) -> bool:
+        """Whether the file may still change ``target`` (it was not checked yet)."""
+        if frozen is not None and id(target) in frozen:
+            res.problem("mutated-after-check", f"{_MUTATOR_NAMES.get(c, OPCODE_NAMES.get(c, '?'))} on "
+                        f"{_describe(target)} after a call or a BUILD was checked with it (the check is past)", offset)
+            return False
+        return True
+
+    def setitems(target, items, offset: int, c: int) -> None:
+        if type(target) is dict:
+            if not mutable(target, c, offset):
+                return
+            nested(target, items)
+            dest = target
+        elif type(target) is Obj:
+            if target.items is None:
+                target.items = {}
+            dest = target.items
+        else:
+            _mutator_problem(res, target, c, offset)
+            return
+        for k in range(0, len(items), 2):
+            key = items[k]
+            if type(key) is not str:
+                if rules is not None:
+                    problem = rules.key_problem(key)
+                    if problem:
+                        res.problem("dict-key", f"{_MUTATOR_NAMES.get(c, OPCODE_NAMES.get(c, '?'))} with the key "
+                                    f"{_describe(key)}: {problem}", offset)
+                key = Key(key)
+            dest[key] = items[k + 1]
 
     def glob(full: str) -> Global:
         g = interned.get(full)
@@ -316,6 +454,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
             obj = Obj(None, args, offset)
         if rules is not None:
             rules.call(opname, func, args, obj, offset)
+            freeze(args)
         return obj
 
     try:
@@ -327,10 +466,14 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 if objects > max_objects or len(memo) > max_memo or calls > max_calls:
                     raise ScanError(f"pickle makes more objects, memo entries or calls than the bound "
                                     f"({max_objects} / {max_memo} / {max_calls}); refused near byte {reader.base + i}")
+                if ops > max_ops:
+                    raise ScanError(f"pickle executes more than {max_ops} opcodes (every push counts); refused near "
+                                    f"byte {reader.base + i}")
                 if i >= end:
                     raise ScanError(f"truncated pickle: no STOP opcode (ended at byte {reader.base + i})")
             c = buf[i]
             i += 1
+            ops += 1
             if c == 0x72:  # LONG_BINPUT (the commonest opcodes first)
                 memo[u4(buf, i)[0]] = stack[-1]
                 i += 4
@@ -346,6 +489,8 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     obj = stack[-1] = Obj(func.name, args, reader.base + i - 1)
                     if rules is not None:
                         rules.call("REDUCE", func, args, obj, reader.base + i - 1)
+                        if args:
+                            freeze(args)
                 else:
                     stack[-1] = call(func, args, CALLED, "REDUCE", reader.base + i - 1)
             elif c == 0x4A:  # BININT
@@ -387,7 +532,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
                     end = len(buf)
-                    push(LONGSTR)
+                    push(LongStr(n))
             elif c == 0x28:  # MARK
                 metastack.append(stack)
                 if len(metastack) > max_depth:
@@ -412,7 +557,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     raise ScanError(f"odd number of items for SETITEMS at byte {reader.base + i - 1}")
                 if rules is not None and type(stack[-1]) is Obj:
                     rules.setitems(stack[-1], reader.base + i - 1)
-                _setitems(stack[-1], items, res, reader.base + i - 1, c)
+                setitems(stack[-1], items, reader.base + i - 1, c)
             elif c == 0x62:  # BUILD
                 calls += 1
                 state = stack.pop()
@@ -421,29 +566,34 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     res.problem("build-on-global", f"BUILD on the class or function object {inst.name} itself", reader.base + i - 1)
                 elif type(inst) is Obj:
                     inst.built += 1
+                    if inst.built == 1:
+                        inst.state = state
                     if rules is not None:
                         rules.build(inst, state, reader.base + i - 1)
+                        freeze(state)
                 else:
                     res.problem("build-on-data", f"BUILD on {_describe(inst)}", reader.base + i - 1)
             elif c == 0x88 or c == 0x89 or c == 0x4E:  # NEWTRUE, NEWFALSE, NONE
                 push(True if c == 0x88 else False if c == 0x89 else None)
-            elif c == 0x85:  # TUPLE1
-                stack[-1] = (stack[-1],)
-                objects += 1
-            elif c == 0x86:  # TUPLE2
-                b = stack.pop()
-                stack[-1] = (stack[-1], b)
-                objects += 1
-            elif c == 0x87:  # TUPLE3
-                b = stack.pop()
-                a = stack.pop()
-                stack[-1] = (stack[-1], a, b)
+            elif c == 0x85 or c == 0x86 or c == 0x87:  # TUPLE1, TUPLE2, TUPLE3
+                n = c - 0x84
+                if len(stack) < n:
+                    raise IndexError
+                t = tuple(stack[-n:])
+                del stack[-n:]
+                push(t)
+                for x in t:
+                    if type(x) in _CONTAINERS:
+                        nested(t, t)
+                        break
                 objects += 1
             elif c == 0x74:  # TUPLE
                 items = stack
                 stack = metastack.pop()
                 push = stack.append
-                push(tuple(items))
+                t = tuple(items)
+                push(t)
+                nested(t, t)
             elif c == 0x81 or c == 0x92:  # NEWOBJ, NEWOBJ_EX: cls.__new__(cls, *args, **kwargs)
                 calls += 1
                 if c == 0x92:
@@ -483,7 +633,9 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     items = [stack.pop()]
                 target = stack[-1]
                 if type(target) is list:
-                    target.extend(items)
+                    if mutable(target, c, reader.base + i - 1):
+                        nested(target, items)
+                        target.extend(items)
                 else:
                     _mutator_problem(res, target, c, reader.base + i - 1)
             elif c == 0x4D:  # BININT2
@@ -542,11 +694,12 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 seen[c] = 1
                 if c == 0x6C:
                     push(items)
+                    nested(items, items)
                 else:
                     d = {}
                     if len(items) % 2:
                         raise ScanError(f"odd number of items for DICT at byte {reader.base + i - 1}")
-                    _setitems(d, items, res, reader.base + i - 1, c)
+                    setitems(d, items, reader.base + i - 1, c)
                     push(d)
             elif c == 0x8F:  # EMPTY_SET
                 seen[c] = 1
@@ -559,7 +712,9 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 push = stack.append
                 target = stack[-1]
                 if type(target) is SSet:
-                    target.extend(items)
+                    if mutable(target, c, reader.base + i - 1):
+                        nested(target, items)
+                        target.extend(items)
                 else:
                     _mutator_problem(res, target, c, reader.base + i - 1)
             elif c == 0x91:  # FROZENSET
@@ -567,7 +722,9 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 items = stack
                 stack = metastack.pop()
                 push = stack.append
-                push(SSet(items))
+                t = SSet(items)
+                push(t)
+                nested(t, t)
             elif c == 0x6F:  # OBJ: cls(*args) with cls the first item after MARK
                 seen[c] = 1
                 calls += 1
@@ -603,7 +760,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
                     end = len(buf)
-                    push(LONGSTR)
+                    push(LongStr(n))
             elif c == 0x43 or c == 0x42 or c == 0x8E or c == 0x96:  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
                 seen[c] = 1
                 if c == 0x43:
@@ -623,7 +780,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
                     end = len(buf)
-                    push(LONGBYTES)
+                    push(LongBytes(n))
             elif c == 0x8B:  # LONG4
                 seen[c] = 1
                 n = _I4.unpack_from(buf, i)[0]
@@ -651,14 +808,14 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 seen[c] = 1
                 text, i = _line(buf, i, reader, None)
                 objects += 1
-                push(str(text, "raw-unicode-escape") if len(text) <= keep else LONGSTR)
+                push(str(text, "raw-unicode-escape") if len(text) <= keep else LongStr(len(text)))
             elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
                 seen[c] = 1
                 text, i = _line(buf, i, reader, None)
                 idx = int(text)
+                if not 0 <= idx < 1 << 32:  # memo keys below 2**32 have distinct hashes (and pickle writes no more)
+                    raise ScanError(f"memo index {text[:20]!r} out of range at byte {reader.base + i - 1}")
                 if c == 0x70:
-                    if idx < 0:
-                        raise ScanError(f"negative PUT index at byte {reader.base + i - 1}")
                     memo[idx] = stack[-1]
                 else:
                     push(memo[idx])
@@ -683,20 +840,7 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 raise ScanError(f"unknown opcode 0x{c:02x} at byte {reader.base + i - 1}")
     finally:
         reader.pos = min(i, len(reader.buf))
-        res.objects, res.calls = objects, calls
-
-
-def _setitems(target, items: list, res: ScanResult, offset: int, c: int) -> None:
-    if type(target) is dict:
-        for k in range(0, len(items), 2):
-            target[items[k]] = items[k + 1]
-    elif type(target) is Obj:
-        if target.items is None:
-            target.items = {}
-        for k in range(0, len(items), 2):
-            target.items[items[k]] = items[k + 1]
-    else:
-        _mutator_problem(res, target, c, offset)
+        res.objects, res.calls, res.executed = objects, calls, ops
 
 
 def _mutator_problem(res: ScanResult, target, c: int, offset: int) -> None:
@@ -715,7 +859,7 @@ def _pickle_str(data: bytes, keep: int):
     """STRING/BINSTRING/SHORT_BINSTRING as pickle decodes them by default (ASCII; latin-1 also covers
     encoding='latin1' readers such as numpy's).  torch decodes them as UTF-8; names are ASCII either way."""
     if len(data) > keep:
-        return LONGSTR
+        return LongStr(len(data))
     return data.decode("latin-1")
 
 
@@ -724,7 +868,11 @@ def _describe(value) -> str:
         return f"the global {value.name}"
     if type(value) is Obj:
         return f"an object made by {value.made_by}" if value.made_by else "a computed object"
-    return {list: "a list", dict: "a dict", SSet: "a set", tuple: "a tuple"}.get(type(value), "plain data")
+    if type(value) is Key:
+        return _describe(value.value)
+    return {list: "a list", dict: "a dict", SSet: "a set", tuple: "a tuple", str: "a string", int: "an int",
+            bool: "a bool", type(None): "None", bytes: "bytes"}.get(type(value), "plain data" if type(value) is not _Opaque
+                                                                     else f"a {value.kind}")
 
 
 def _line(buf: bytes, i: int, reader: Reader, encoding: str | None):

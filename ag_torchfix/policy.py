@@ -32,6 +32,14 @@ allowlisted names.  It compensates for these behaviours of torch's ``_weights_on
    OrderedDicts or the defaultdict shim's dicts.
 6. Its reading of the zip archive differs from Python's (``archive`` handles that), and it ignores
    anything after STOP (refused here).
+7. It builds real dicts with the file's keys and runs every opcode it is given: keys whose hashes the file
+   chooses (ints that are multiples of 2**61-1, numpy int64 scalars alike) make a dict quadratic, a tuple
+   key nested 400k deep crashes CPython's recursive hash, and 185M NONE pushes fill 2 GiB.  Keys must be
+   what genuine files hold (``TorchRules.key_problem``), every opcode and the nesting are bounded
+   (``TORCH_LIMITS``), and a container checked with a call or a BUILD may not change afterwards.
+8. ``_rebuild_tensor_v2`` trusts size, stride and offset: a (5e6, 36) weight with strides (0, 0) over a
+   tiny storage made 2.6 GiB from a 137 KB file.  A tensor must be what torch.save writes: a contiguous
+   view inside its storage (``_tensor_view_problem``).
 """
 
 from __future__ import annotations
@@ -46,13 +54,33 @@ from typing import BinaryIO
 
 from . import allowlist, archive, denylist, pickle_scan
 from .allowlist import CALL, CONSTRUCT, REFERENCE, Pattern
-from .pickle_scan import LONGBYTES, LONGSTR, NUMBER, Global, Obj, SSet, is_dunder
+from .pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, SSet, is_dunder
 
 ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
 
 # A fastai internals pickle is a few thousand opcodes; these bounds leave room for models a hundred
 # times bigger and keep torch's unpickler (whose objects weigh more than the scan's) far from 512 MiB.
-TORCH_LIMITS = pickle_scan.Limits(objects=1_000_000, memo=500_000, depth=1_000, calls=50_000)
+# Measured on every genuine internals file at hand, 27 of them: binary, multiclass, regression, quantile, bagged and
+# refit predictors of AutoGluon 1.6 / fastai 2.8 / torch 2.13, and the golden writers' files (AutoGluon 1.1-1.5,
+# fastai 2.7.18-2.8.12, torch 2.6-2.14, numpy 1.26, pandas 2.2/2.3, Python 3.10-3.13, a GPU-trained file): at most
+# 7,038 opcodes, 635 calls, 1,040 objects, containers nested 3 deep (objects 24 deep).  opcodes 750,000 is ~107x the
+# largest; torch's unpickler then holds at most 750k pushes (measured ~8 bytes per NONE: 6 MB; 750k empty dicts:
+# ~60 MB).  Containers nested 100 deep is ~33x the genuine depth and far below what CPython's recursive tuple hash
+# survives (it crashed at 200k).
+TORCH_LIMITS = pickle_scan.Limits(objects=1_000_000, memo=500_000, depth=1_000, calls=50_000, opcodes=750_000,
+                                  nesting=100)
+# CPython hashes an int k below the modulus (sys.hash_info.modulus) as k itself: such keys have distinct hashes.
+HASH_MODULUS = (1 << 61) - 1
+# Elements of one tensor (genuine: at most 20,000).  A view lies inside its storage, whose record size is checked
+# against the archive, so this only bounds what one declared shape may claim (1 GiB of float32).
+MAX_TENSOR_ELEMENTS = 1 << 28
+MAX_TENSOR_DIMS = 64
+# The pickle record and the payload bytes torch copies out of its strings (``_codecs.encode``, array data).  Genuine:
+# a data.pkl of at most 38,798 bytes, at most 451 bytes of copies (the 27 genuine files above).  With these, torch's
+# unpickler holds at most the record, its strings and the copies (~192 MiB) whatever the file, next to the 750k
+# pushes above.
+MAX_INTERNALS_PICKLE = 64 << 20
+MAX_COPIED = 64 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,11 +140,13 @@ def judge(scan: pickle_scan.ScanResult, profile: Profile, rules: TorchRules | No
         if unsupported:
             verdict.constructs.append("opcodes torch's weights-only unpickler does not execute: " + ", ".join(unsupported))
     for name, uses in sorted(scan.globals.items()):
-        entry = profile.entries.get(name)
-        if name in profile.shims:
-            verdict.globals[name] = (ALLOWED, "served by a narrow shim: " + profile.shims[name])
+        own = allowlist.canonical(name)
+        entry = profile.entries.get(own)
+        spelled = "" if own == name else f" (spelled {name}: {allowlist.ALIASES[name][1]})"
+        if own in profile.shims:
+            verdict.globals[name] = (ALLOWED, "served by a narrow shim: " + profile.shims[own] + spelled)
         elif entry is not None:
-            verdict.globals[name] = (ALLOWED, entry.reason)
+            verdict.globals[name] = (ALLOWED, entry.reason + spelled)
             if entry.use == REFERENCE and uses - {pickle_scan.REFERENCED}:
                 verdict.constructs.append(f"{name} is allowlisted as a value only, but the file calls it")
             elif entry.use == CALL and pickle_scan.CONSTRUCTED in uses:
@@ -151,7 +181,7 @@ def check_internals(stream: BinaryIO, profile: Profile | None = None) -> Interna
         record = arch.find("data.pkl")
         if record is None:
             raise Unreadable("it is a zip archive without a data.pkl record, not a torch.save archive")
-        data = archive.read_record(stream, arch, record, limit=archive.MAX_PICKLE)
+        data = archive.read_record(stream, arch, record, limit=min(archive.MAX_PICKLE, MAX_INTERNALS_PICKLE))
     except archive.ArchiveError as exc:
         raise Unreadable(f"it is not an archive torch would read the same way: {exc}") from None
     rules = TorchRules(profile, arch) if profile.check_calls else None
@@ -172,6 +202,7 @@ class TorchRules:
         self.calls = _call_table(profile)
         self.archive = arch
         self.problems: list[pickle_scan.Problem] = []
+        self.copied = 0  # bytes the unpickler copies out of strings the file may reuse (MAX_COPIED)
 
     def _problem(self, kind: str, detail: str, offset: int) -> None:
         if len(self.problems) < 100:
@@ -180,15 +211,21 @@ class TorchRules:
     def call(self, opname: str, func, args, obj: Obj, offset: int) -> None:
         if type(func) is not Global:
             return  # the scan already reports calling a computed object
-        row = self.calls.get(func.name)
+        own = allowlist.canonical(func.name)
+        row = self.calls.get(own)
         if row is None:
             return  # an unknown global, or a value-only entry called: judge() reports both
         use, match, returns, empty_ok = row
         if args == () and empty_ok and opname == "REDUCE":  # the commonest call: OrderedDict(), Random(), bytes()
-            obj.type = func.name if use == CONSTRUCT else returns
+            obj.type = own if use == CONSTRUCT else returns
             return
-        if use is None:  # a shim: it checks its own arguments at run time
-            obj.type = _result_type(returns, args)
+        if use is None:  # a shim: it checks its own arguments at run time, and the scan checks them too
+            rule = _SHIM_CALLS.get(own)
+            made = rule(args) if rule is not None else _result_type(returns, args)
+            if made is None:
+                self._problem("call-arguments", f"{func.name} called with arguments no genuine file passes: "
+                              f"{_show(args)}", offset)
+            obj.type = made
             return
         if type(args) is tuple:
             for arg in args:  # checked now: the file may not change them later (a memoized OrderedDict of hooks)
@@ -198,14 +235,49 @@ class TorchRules:
             if use != CONSTRUCT or args != ():
                 self._problem("call-arguments", f"NEWOBJ of {func.name} with arguments (genuine files construct "
                               "with none, then BUILD)", offset)
-            obj.type = func.name
+            obj.type = own
             return
         if opname != "REDUCE":
             return  # INST/OBJ/NEWOBJ_EX: torch's unpickler lacks them (reported as opcodes)
         if not match(args):
             self._problem("call-arguments", f"{func.name} called with arguments no genuine file passes: "
                           f"{_show(args)}", offset)
-        obj.type = func.name if use == CONSTRUCT else _result_type(returns, args)
+        else:
+            view = (args if own == "torch._utils._rebuild_tensor_v2" else
+                    args[2] if own == "torch._tensor._rebuild_from_type_v2" else None)
+            problem = _tensor_view_problem(view) if view is not None else None
+            if problem:
+                self._problem("tensor-view", f"{func.name}: {problem}", offset)
+            if own == "_codecs.encode":
+                self._copy(_str_size(args[0]), offset)
+        obj.type = own if use == CONSTRUCT else _result_type(returns, args)
+
+    def _copy(self, size: int, offset: int) -> None:
+        """Count a copy the unpickler makes of a payload: one memoized string encoded again and again (each
+        ``_codecs.encode`` makes new bytes) would multiply the file's size without a single new opcode."""
+        before = self.copied
+        self.copied += size
+        if before <= MAX_COPIED < self.copied:
+            self._problem("copies", f"the file makes the unpickler copy more than {MAX_COPIED} bytes out of its "
+                          "strings (genuine files copy a few kilobytes)", offset)
+
+    def key_problem(self, key) -> str | None:
+        """Why a dict key (not a plain str) is not one genuine fastai internals hold, or None.  Genuine files hold
+        str keys, small ints (fastai's index maps), a class (fastcore's type dispatch) and, in a multiclass
+        label vocabulary, numpy scalars.  Whatever the key, its hash must not be the file's choice."""
+        t = type(key)
+        if t is bool or key is None or t is Global:  # a class or function hashes by identity
+            return None
+        if t is int:
+            return None if -HASH_MODULUS < key < HASH_MODULUS else (
+                "an int past 2**61-1, whose hash the file chooses (keys hashing alike make the dict quadratic)")
+        if t is Obj and key.type == "numpy scalar":
+            return _scalar_key_problem(key)
+        if key is NUMBER:
+            return "a float or an int past 32 bits (genuine files have none; their hashes are the file's choice)"
+        if type(key) is LongStr:
+            return None  # a str: Python's string hash is randomised per process
+        return "genuine fastai files key their dicts by str, small ints, bools, None, classes and numpy scalars only"
 
     def setitems(self, target: Obj, offset: int) -> None:
         if target.passed:
@@ -228,6 +300,8 @@ class TorchRules:
             return
         if kind in allowlist.SEQUENCE_STATE:
             problem = _SEQUENCE_RULES[kind](inst, state)
+            if kind == "numpy.ndarray" and type(state) is tuple and len(state) == 5:
+                self._copy(_bytes_size(state[4]), offset)
         else:
             problem = state_problem(state, slots=False) or _shadowing_problem(kind, state)
         if problem:
@@ -337,6 +411,9 @@ def _mapping_problem(state, what: str) -> str | None:
         return f"its {what} is {_show(state)}, not a plain dict"
     for key, value in state.items():
         t = type(key)
+        if t is Key:
+            key = key.value
+            t = type(key)
         if t is not str:
             if t is Obj or t is Global:
                 return f"its {what} has a computed key ({_show(key)}), which could be a string subclass"
@@ -392,6 +469,81 @@ def _random_rule(inst: Obj, state) -> str | None:
     return None
 
 
+def _tensor_view_problem(args) -> str | None:
+    """``_rebuild_tensor_v2(storage, offset, size, stride, ...)`` as torch.save writes it: a contiguous view lying
+    inside its storage (the element count the persistent id declares, itself checked against the archive record).
+    torch trusts all four: strides of 0 over a tiny storage made a 2.6 GiB tensor from a 137 KB file."""
+    storage, offset, size, stride = args[:4]
+    pid = storage.args if type(storage) is Obj else None
+    if not (type(pid) is tuple and len(pid) == 5 and type(pid[4]) is int):
+        return None  # the persistent id itself is refused (TorchRules.persistent)
+    if len(size) != len(stride) or len(size) > MAX_TENSOR_DIMS:
+        return f"size {_show(size)} and stride {_show(stride)} do not describe a tensor"
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        return f"a negative offset, size or stride ({offset}, {_show(size)}, {_show(stride)})"
+    numel = math.prod(size)
+    if numel > MAX_TENSOR_ELEMENTS:
+        return f"it declares {numel} elements (more than {MAX_TENSOR_ELEMENTS})"
+    expected = 1
+    for n, s in zip(reversed(size), reversed(stride)):
+        if n > 1 and s != expected:
+            return (f"stride {_show(stride)} is not the contiguous stride of size {_show(size)} (torch.save writes "
+                    "tensors as contiguous views; a zero or overlapping stride repeats the storage)")
+        expected *= n
+    if numel and offset + numel > pid[4]:
+        return f"elements {offset}..{offset + numel} lie outside its storage of {pid[4]} elements"
+    return None
+
+
+_INT_CODES = frozenset("iu")
+
+
+def _scalar_key_problem(key: Obj) -> str | None:
+    """A numpy scalar as a dict key (a multiclass label vocabulary): numbers only, and 8-byte ints below 2**61-1
+    (numpy hashes an integer scalar as the int: multiples of 2**61-1 would all collide)."""
+    args = key.args
+    dtype = args[0] if type(args) is tuple and len(args) == 2 else None
+    code = dtype.args[0] if type(dtype) is Obj and type(dtype.args) is tuple and dtype.args else None
+    if type(code) is not str or not code or code[0] not in "iufb":
+        return f"a numpy scalar of dtype {_show(code)} (genuine label vocabularies hold numbers)"
+    if code[0] not in _INT_CODES or code[1:] != "8":
+        return None  # at most 32 bits (distinct hashes), or a float (only a few dozen finite floats share a hash)
+    raw = _bytes_value(args[1])
+    state = dtype.state
+    order = "big" if type(state) is tuple and len(state) > 1 and state[1] == ">" else "little"
+    if raw is None or len(raw) != 8:
+        return "a numpy int64 scalar whose value the scan cannot read"
+    value = int.from_bytes(raw, order, signed=code[0] == "i")
+    if not -HASH_MODULUS < value < HASH_MODULUS:
+        return f"a numpy integer scalar past 2**61-1 ({value}), whose hash the file chooses"
+    return None
+
+
+def _str_size(value) -> int:
+    return value.size if type(value) is LongStr or type(value) is LongBytes else len(value) \
+        if type(value) in (str, bytes) else 0
+
+
+def _bytes_size(value) -> int:
+    """The size of what a bytes symbol stands for (a literal, a long payload, or encode(text, 'latin1'))."""
+    if type(value) is Obj and value.type == "builtins.bytes" and type(value.args) is tuple and value.args:
+        return _str_size(value.args[0])
+    return _str_size(value)
+
+
+def _bytes_value(value) -> bytes | None:
+    """The bytes a symbol stands for, when the scan kept them (a literal, or protocol 2's encode(text, 'latin1'))."""
+    if type(value) is bytes:
+        return value
+    if type(value) is Obj and value.type == "builtins.bytes" and type(value.args) is tuple and len(value.args) == 2 \
+            and type(value.args[0]) is str and value.args[1] == "latin1":
+        try:
+            return value.args[0].encode("latin1")
+        except UnicodeEncodeError:
+            return None
+    return None
+
+
 _SEQUENCE_RULES = {"numpy.ndarray": _ndarray_rule, "numpy.dtype": _dtype_rule, "random.Random": _random_rule}
 assert _SEQUENCE_RULES.keys() == allowlist.SEQUENCE_STATE.keys()
 
@@ -400,8 +552,29 @@ def _result_type(returns: str | None, args) -> str | None:
     if returns and returns.startswith("arg"):
         index = int(returns[3:])
         value = args[index] if type(args) is tuple and len(args) > index else None
-        return value.name if type(value) is Global else None
+        return allowlist.canonical(value.name) if type(value) is Global else None
     return returns
+
+
+def _getattr_made(args) -> str | None:
+    """What the getattr shim makes of these arguments: an enum member (``getattr(cls, 'NAME')``, CPython
+    3.11.0-3.11.4), a bound method (``allowlist.GETATTR_PAIRS``), or None when it would refuse them."""
+    if type(args) is not tuple or len(args) != 2 or type(args[1]) is not str:
+        return None
+    target, attr = args
+    if type(target) is Global:
+        members = allowlist.ENUM_MEMBERS.get(allowlist.canonical(target.name))
+        return allowlist.canonical(target.name) if members is not None and attr in members[0] else None
+    if type(target) is Obj and (target.type, attr) in allowlist.GETATTR_PAIRS:
+        return "bound method"
+    return None
+
+
+# Shims whose arguments the scan checks as the shim will (name -> what it makes, or None for a refusal).
+_SHIM_CALLS = {
+    "builtins.getattr": _getattr_made,
+    "pathlib.WindowsPath": lambda args: "pathlib.PosixPath" if _args_matcher("pathlib.PosixPath")(args) else None,
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -409,12 +582,12 @@ def _matcher(pattern: Pattern):
     """Compile a pattern into a predicate on symbols (once per pattern: the scan calls these per opcode)."""
     kind, values = pattern.kind, pattern.values
     simple = {
-        "str": lambda v: type(v) is str or v is LONGSTR,
+        "str": lambda v: type(v) is str or type(v) is LongStr,
         "int": lambda v: type(v) is int,
         "bool": lambda v: type(v) is bool,
         "none": lambda v: v is None,
         "number": lambda v: type(v) is int or v is NUMBER,
-        "bytes": lambda v: type(v) is bytes or v is LONGBYTES or (type(v) is Obj and v.type == "builtins.bytes"),
+        "bytes": lambda v: type(v) is bytes or type(v) is LongBytes or (type(v) is Obj and v.type == "builtins.bytes"),
         "list": lambda v: type(v) is list,
         "dict": lambda v: type(v) is dict,
         "any": lambda v: True,
@@ -432,7 +605,7 @@ def _matcher(pattern: Pattern):
     if kind == "made":
         return lambda v: type(v) is Obj and v.type in values
     if kind == "name":
-        return lambda v: type(v) is Global and v.name in values
+        return lambda v: type(v) is Global and allowlist.canonical(v.name) in values
     if kind == "tuple-of":
         item = _matcher(values[0])
         return lambda v: type(v) is tuple and all(item(x) for x in v)

@@ -18,7 +18,7 @@ from . import allowlist
 
 def resolve(name: str):
     """Import the object an allowlisted dotted name refers to (longest importable module prefix)."""
-    for candidate in _spellings(name):
+    for candidate in _spellings(allowlist.canonical(name)):
         parts = candidate.split(".")
         for i in range(len(parts) - 1, 0, -1):
             module_name = ".".join(parts[:i])
@@ -74,14 +74,56 @@ def defaultdict_factories() -> tuple[object, ...]:
     return resolve_installed(allowlist.DEFAULTDICT_FACTORIES)
 
 
+@functools.lru_cache(maxsize=1)
+def _enum_classes() -> dict[int, tuple[type, frozenset[str]]]:
+    """id(enum class) -> (the class, its allowlisted member names), for the classes installed here."""
+    found = {}
+    for cls_name, (members, _reason) in allowlist.ENUM_MEMBERS.items():
+        try:
+            cls = resolve(cls_name)
+        except LookupError:
+            continue
+        found[id(cls)] = (cls, frozenset(members))
+    return found
+
+
+def enum_member(cls, name):
+    """``getattr(EnumClass, 'NAME')`` as CPython 3.11.0-3.11.4 pickle enum members: only an allowlisted class and
+    one of its real member names, taken from the member map (a method or dunder is never reached); else None."""
+    known = _enum_classes().get(id(cls))
+    if known is None or known[0] is not cls or type(name) is not str or name not in known[1]:
+        return None
+    return cls._member_map_.get(name)
+
+
 def pickled_getattr(obj, name, *default):
-    """``builtins.getattr`` as bound methods are pickled: only allowlisted (exact class, name) pairs."""
+    """``builtins.getattr`` as bound methods and (CPython 3.11.0-3.11.4) enum members are pickled: only
+    allowlisted (exact class, name) pairs, and members of the allowlisted enums."""
+    if not default:
+        member = enum_member(obj, name)
+        if member is not None:
+            return member
     if default or type(name) is not str or (type(obj), name) not in _getattr_pairs():
-        owner = type(obj)
+        owner = obj if isinstance(obj, type) else type(obj)
         raise pickle.UnpicklingError(
             f"getattr(<{owner.__module__}.{owner.__qualname__}>, {name!r}) is not an allowlisted attribute"
         )
     return getattr(obj, name)
+
+
+def inert_getattr(obj, name, *default):
+    """``builtins.getattr`` in a secure load, where fastai's classes are inert records: an allowlisted enum member,
+    or a reference to a record's bound method (``allowlist.GETATTR_PAIRS``) that the materializer binds."""
+    from . import records
+
+    if not default:
+        member = enum_member(obj, name)
+        if member is not None:
+            return member
+        if isinstance(obj, records.Record) and type(name) is str and (obj.name, name) in allowlist.GETATTR_PAIRS:
+            return records.BoundRef(obj, name)
+    shown = obj.name if isinstance(obj, records.Record) else f"{type(obj).__module__}.{type(obj).__qualname__}"
+    raise pickle.UnpicklingError(f"getattr(<{shown}>, {name!r}) is not an allowlisted attribute")
 
 
 def pickled_defaultdict(*args):

@@ -54,6 +54,7 @@ class _Objects:
         return obj
 
     def by_name(self, name: str) -> object:
+        name = allowlist.canonical(name)  # another writer's spelling of an allowlisted name
         obj = self._by_name.get(name)
         if obj is not None:
             return obj
@@ -84,7 +85,7 @@ class _Objects:
         if use is not None:
             return use
         # types the stream never names (a dtype's class, a rebuilt tensor's class): look them up by their own name
-        name = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+        name = allowlist.canonical(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
         if name in self.entries and name not in _SHIMS:
             try:
                 if self.by_name(name) is obj:

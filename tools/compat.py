@@ -213,7 +213,7 @@ def probe(python: str, forced: bool, work: pathlib.Path, details: dict | None) -
 
 
 COLUMNS = ("fit without", "load without", "fit", "save", "load", "refusal")
-HEAD = ("| stack | AutoGluon | fastai | fastcore | torch | numpy | `TORCH_FORCE_WEIGHTS_ONLY_LOAD` "
+HEAD = ("| stack | Python | AutoGluon | fastai | fastcore | torch | numpy | `TORCH_FORCE_WEIGHTS_ONLY_LOAD` "
         "| without ag_torchfix: fit | without: load (full pickle) | with ag_torchfix: fit | save | secure load "
         "| tampered copy refused | measured |")
 NCOLS = HEAD.count("|") - 1
@@ -222,7 +222,7 @@ DATE = NCOLS - 1  # the last cell: not compared by --check
 
 def cells(stack: str, r: dict, date: str) -> list[str]:
     v = r["versions"]
-    row = [f"`{stack}`", v["autogluon.tabular"], v["fastai"], v["fastcore"], v["torch"], v["numpy"],
+    row = [f"`{stack}`", v["python"], v["autogluon.tabular"], v["fastai"], v["fastcore"], v["torch"], v["numpy"],
            "1" if r["forced"] else "unset", *(r[c] for c in COLUMNS), date]
     return [" ".join(c.split()) for c in row]
 
@@ -244,8 +244,11 @@ def parse(block: str) -> tuple[list[list[str]], str]:
     return rows, "\n".join(note).strip()
 
 
+FORCE = HEAD.strip().strip("|").split(" | ").index("`TORCH_FORCE_WEIGHTS_ONLY_LOAD`")
+
+
 def key(row: list[str]) -> tuple[str, str]:
-    return row[0], row[6]
+    return row[0], row[FORCE]
 
 
 def build_seconds(python: str) -> int | None:
@@ -334,7 +337,7 @@ def main() -> int:
         stale = [m for m in measured if have.get(key(m)) != m[:DATE]]
         for m in stale:
             old = have.get(key(m))
-            print(f"\n{m[0]} force={m[6]}:\n  README:   {line(old) if old else '(no row)'}\n  measured: {line(m[:DATE])}",
+            print(f"\n{m[0]} force={m[FORCE]}:\n  README:   {line(old) if old else '(no row)'}\n  measured: {line(m[:DATE])}",
                   file=sys.stderr)
         if stale:
             print(f"\nThe compatibility table in {args.check} is not what this run measured; run `make compat`.",

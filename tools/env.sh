@@ -12,6 +12,13 @@
 #   fastai2812  AutoGluon 1.6.3 + fastai 2.8.12 forced over it (fastcore 2.x, past AutoGluon's fastcore<2 pin)
 #   torch2141   AutoGluon 1.6.3 + torch 2.14.1 forced over it (past its torch<2.14 pin; a CUDA build with its
 #               CUDA libraries, several GB: built only on request, never in CI)
+#   py310       the current stack (torch 2.13.0, requirements/current.txt) on pyenv's Python 3.10.13
+#   py312       the current stack on pyenv's Python 3.12.1
+#   py313       the current stack on pyenv's Python 3.13.0
+#               (readers on other Pythons than 3.11: torch 2.13.0 comes from the registry as a CUDA build, about
+#               3.5 GB a venv: built only on request, never in CI)
+# Each stack's interpreter is python_for NAME: $PYTHON (default python3) except the py3NN stacks, which use
+# $PYENV_ROOT/versions/X.Y.Z/bin/python3 (PYENV_ROOT defaults to ~/.pyenv).
 # AutoGluon 1.2 and 1.3 use pkg_resources (fastai's version check, the predictor's load): without it (setuptools
 # >= 82; 81 still ships it, deprecated) NeuralNetFastAI is skipped at fit with an ImportError and
 # TabularPredictor.load fails, hence setuptools<81 in their recipes (as for AutoGluon 1.1).
@@ -20,8 +27,19 @@
 # The package itself is always (re)installed editable, without dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=${1:?usage: tools/env.sh legacy-ag11|legacy-fastai27|ag12|ag13|ag14|fastai2719|fastai2812|torch2141}
+name=${1:?usage: tools/env.sh legacy-ag11|legacy-fastai27|ag12|ag13|ag14|fastai2719|fastai2812|torch2141|py310|py312|py313}
 PYTHON=${PYTHON:-python3}
+PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
+
+# The interpreter a stack's venv is created with.
+python_for() {
+  case "$1" in
+    py310) echo "$PYENV_ROOT/versions/3.10.13/bin/python3" ;;
+    py312) echo "$PYENV_ROOT/versions/3.12.1/bin/python3" ;;
+    py313) echo "$PYENV_ROOT/versions/3.13.0/bin/python3" ;;
+    *) echo "$PYTHON" ;;
+  esac
+}
 
 recipe() {
   case "$1" in
@@ -48,6 +66,8 @@ recipe() {
     torch2141)
       echo 'torch==2.13.0 -r requirements/current.txt pytest'
       echo 'torch==2.14.1 torchvision==0.29.1' ;;
+    py310|py312|py313)
+      echo 'torch==2.13.0 -r requirements/current.txt pytest' ;;
     *) echo "unknown environment: $1" >&2; return 2 ;;
   esac
 }
@@ -56,19 +76,24 @@ recipe() {
 pip_install() { "$py" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
 
 steps=$(recipe "$name")
-hash=$( { echo "$steps"; cat requirements/current.txt; } | sha256sum | cut -c1-16)
+interpreter=$(python_for "$name")
+command -v "$interpreter" >/dev/null || { echo "env $name: no interpreter $interpreter (pyenv install it)" >&2; exit 2; }
+# A stack with its own interpreter also hashes that interpreter's version (the other stacks' hashes, from the
+# recipe and requirements/current.txt alone, are unchanged, so their environments are not rebuilt).
+hash=$( { echo "$steps"; cat requirements/current.txt
+          if [ "$interpreter" != "$PYTHON" ]; then "$interpreter" -V; fi; } | sha256sum | cut -c1-16)
 env=${AG_TORCHFIX_ENVS:-.envs}/$name
 py=$env/bin/python
 if [ -f "$env/.stamp" ] && [ "$(cat "$env/.stamp")" = "$hash" ] && "$py" -c "import torch, fastai, autogluon.tabular" 2>/dev/null; then
   echo "env $name: reusing $env"
 else
-  if [ "$name" = torch2141 ] && [ "${CI:-}" = true ]; then
+  if [[ $name = torch2141 || $name = py3* ]] && [ "${CI:-}" = true ]; then
     echo "env $name: not built in CI (several GB of CUDA libraries); build it with \`make envs-wide\` outside CI" >&2
     exit 3
   fi
   start=$(date +%s)
   rm -rf "$env"
-  "$PYTHON" -m venv "$env"
+  "$interpreter" -m venv "$env"
   pip_install --upgrade pip
   while IFS= read -r line; do
     # shellcheck disable=SC2086  # each recipe line is a list of pip arguments
