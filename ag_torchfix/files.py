@@ -80,10 +80,11 @@ def names(path: str | os.PathLike, ident: tuple[int, int] | None) -> bool:
 MAX_DEPTH = 256
 
 
-def walk(root: str, *, max_depth: int = MAX_DEPTH):
+def walk(root: str, *, max_depth: int = MAX_DEPTH, dirs: bool = False):
     """Everything below ``root`` as (path, entry kind, problem): iterative (a directory chain thousands deep
     cannot exhaust the stack), sorted, never following symlinked directories.  Kinds: "file", "dir-link",
-    "other" (FIFOs, devices, sockets, dangling links); deeper than ``max_depth`` is reported, not entered."""
+    "other" (FIFOs, devices, sockets, dangling links), and with ``dirs`` "dir" for each directory entered (the
+    scanner reports a directory where a file is read); deeper than ``max_depth`` is reported, not entered."""
     stack = [(root, 0)]
     while stack:
         directory, depth = stack.pop()
@@ -98,6 +99,8 @@ def walk(root: str, *, max_depth: int = MAX_DEPTH):
             try:
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(entry.path)
+                    if dirs:
+                        yield entry.path, "dir", None
                 elif entry.is_symlink() and os.path.isdir(entry.path):
                     yield entry.path, "dir-link", None
                 elif entry.is_file(follow_symlinks=False):

@@ -3,7 +3,10 @@
 Every pickle found (torch zip archives, torch's legacy format, plain and gzip/bz2/xz pickles) is
 read opcode by opcode with ``pickle_scan`` (nothing is unpickled), attributed to its AutoGluon model
 from the predictor layout, and judged with ``policy``:
-- ``model-internals.pkl`` by exactly the check the secure loader runs (``policy.check_internals``);
+- ``model-internals.pkl`` by role, not content: AutoGluon hands that file to the secure loader whatever it
+  holds, so it gets exactly the loader's verdict (its size limit, the torch zip format, then
+  ``policy.check_internals``); a plain, gzip or legacy pickle there is unreadable to the loader (its
+  dangers are still reported);
 - any other torch file: would torch's own ``torch.load(weights_only=True)`` load it, and which
   globals would it need allowlisted (only this answer imports torch);
 - AutoGluon's other pickles are loaded with full pickle outside strict mode: they need trust, unless
@@ -14,8 +17,9 @@ from the predictor layout, and judged with ``policy``:
 Every pickle in a file is read (torch's legacy format holds several; data after the last STOP is
 reported and scanned when it parses as a pickle).  Findings made before a file turns out to be
 malformed are kept: a known danger wins.  Reading is bounded: pickles in windows, decompression by
-ratio, symlinked directories not followed, non-regular files never opened.  A failure on one file
-never aborts the run.
+ratio, symlinked directories not followed but reported (AutoGluon would read through them), non-regular
+files never opened but reported, as are directories where AutoGluon reads a file.  A failure on one
+file never aborts the run.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, its 
 COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.GzipFile), b"BZh": ("bz2", bz2.BZ2File), b"\xfd7zXZ\x00": ("xz", lzma.LZMAFile)}
 # Files strict mode loads through AutoGluon's load_pkl.load (relative to the predictor root).
 STRICT_LOADED = ("predictor.pkl", "learner.pkl", "models/trainer.pkl")
+INTERNALS = "model-internals.pkl"  # the file AutoGluon hands to the secure loader (NNFastAiTabularModel.load)
+NOT_REGULAR = "not a regular file (a FIFO, device, socket or directory): not opened"
 
 
 @dataclass
@@ -134,20 +140,12 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
             size = os.fstat(fh.fileno()).st_size
             if path.endswith(OTHER_READ):
                 return _scan_other(path, fh, model, size, strict)
-            head = fh.read(16)
-            fh.seek(0)
-            if not head:
-                return _unreadable(path, "empty file", model=model)
-            if archive.is_zip(head):
-                return _scan_torch_zip(path, fh, model, size, strict)
-            for magic, (kind, opener) in COMPRESSED.items():
-                if head.startswith(magic):
-                    with opener(fileobj=fh) as inner:
-                        return _scan_plain(path, _Inflated(inner, size), f"{kind}-pickle", model, size, strict)
-            kind = "torch-legacy" if head.startswith(LEGACY_TORCH_MAGIC) else "pickle"
-            return _scan_plain(path, fh, kind, model, size, strict)
+            if os.path.basename(path) == INTERNALS:
+                return _scan_internals(path, fh, model, size, strict)
+            return _scan_content(path, fh, model, size, strict)
     except files.NotRegular:
-        return _unreadable(path, "not a regular file (a FIFO, device or socket): not opened", model=model)
+        return _unreadable(path, NOT_REGULAR, model=model,
+                           role="fastai-internals" if os.path.basename(path) == INTERNALS else "unknown")
     except OSError as exc:
         return _unreadable(path, _os_problem(path, exc), model=model)
     except Exception as exc:  # one bad file never aborts the run
@@ -155,6 +153,74 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
 
         reason = exc.reason if isinstance(exc, SecureLoadError) else f"{type(exc).__name__}: {str(exc)[:200]}"
         return _unreadable(path, f"cannot be read: {reason}", model=model)
+
+
+def _scan_content(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
+    """Route by content: torch zip, gzip/bz2/xz pickle, torch legacy, plain pickle."""
+    head = fh.read(16)
+    fh.seek(0)
+    if not head:
+        return _unreadable(path, "empty file", model=model)
+    if archive.is_zip(head):
+        return _scan_torch_zip(path, fh, model, size, strict)
+    for magic, (kind, opener) in COMPRESSED.items():
+        if head.startswith(magic):
+            with opener(fileobj=fh) as inner:
+                return _scan_plain(path, _Inflated(inner, size), f"{kind}-pickle", model, size, strict)
+    kind = "torch-legacy" if head.startswith(LEGACY_TORCH_MAGIC) else "pickle"
+    return _scan_plain(path, fh, kind, model, size, strict)
+
+
+def _scan_internals(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
+    """A ``model-internals.pkl``: the secure loader's verdict, in the loader's order (``secure_load``): a file over
+    its in-memory limit is refused (only trust loads it, with full pickle), an empty file or anything but a torch
+    zip archive is unreadable, and a zip archive gets ``policy.check_internals``.  Whatever the content, what the
+    scan finds dangerous in it is reported as such."""
+    from .secure_load import MAX_IN_MEMORY
+
+    head = fh.read(16)
+    fh.seek(0)
+    if not head:
+        return _unreadable(path, "empty file", model=model, role="fastai-internals")
+    if head[:4] == b"PK\x03\x04":
+        report = _scan_torch_zip(path, fh, model, size, strict)
+    else:
+        report = _scan_content(path, fh, model, size, strict)
+        report.role, report.covered = "fastai-internals", True
+        if report.verdict != DANGEROUS:
+            report.verdict = UNREADABLE
+            report.note = None
+            report.error = (
+                "the secure loader refuses it: it is in torch's legacy (non-zip) format or is a plain pickle; "
+                "the secure loader reads only torch zip archives (torch.save's format since torch 1.6)"
+                if head[:1] == b"\x80" else
+                f"the secure loader refuses it: it is not a torch zip archive (starts with {head[:4]!r})")
+    if size > MAX_IN_MEMORY:
+        report.role, report.covered = "fastai-internals", True
+        if report.verdict != DANGEROUS:
+            report.verdict = NEEDS_TRUST
+        report.error = (f"it is larger than {MAX_IN_MEMORY} bytes: the secure loader refuses it (it reads a file once "
+                        "into memory); only a trusted file is loaded, with full pickle")
+        report.note = None
+    return report
+
+
+def _check_learner(report: FileReport, fh: BinaryIO) -> None:
+    """The rest of the loader's verdict on internals the static pass accepts: torch's weights-only load into inert
+    records and the learner schema (``secure_load.check_learner``; nothing from the file runs)."""
+    from . import secure_load
+    from .errors import SecureLoadError, UnreadableFileError
+
+    if report.size > secure_load.MAX_IN_MEMORY:
+        return  # judged by size in _scan_internals
+    fh.seek(0)
+    try:
+        secure_load.check_learner(fh.read(), path=report.path, model=report.model)
+    except UnreadableFileError as exc:
+        report.verdict, report.error = UNREADABLE, exc.reason
+    except SecureLoadError as exc:
+        report.verdict = NEEDS_TRUST
+        report.constructs.extend(getattr(exc, "constructs", None) or [exc.reason])
 
 
 def model_of(path: str) -> str | None:
@@ -198,7 +264,10 @@ def _scan_torch_zip(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
             check = policy.check_internals(fh)
         except policy.Unreadable as exc:
             return _unreadable(path, str(exc), model=model, kind="torch-zip", role=role)
-        return _report(path, model, "torch-zip", role, size, check.scan, check.judgement, covered=True)
+        report = _report(path, model, "torch-zip", role, size, check.scan, check.judgement, covered=True)
+        if report.verdict == ALLOWED:
+            _check_learner(report, fh)
+        return report
     try:
         arch = archive.open_archive(fh)
         record = arch.find("data.pkl")
@@ -393,8 +462,10 @@ def _report(path, model, kind, role, size, result: pickle_scan.ScanResult, verdi
 
 
 def _unreadable(path: str, error: str, *, model=None, kind: str = "unknown", role: str = "unknown") -> FileReport:
+    if role == "unknown" and os.path.basename(path) == INTERNALS:
+        role = "fastai-internals"
     return FileReport(path, model if model is not None else model_of(path) if os.path.lexists(path) else None,
-                      kind, role, False, UNREADABLE, error=error)
+                      kind, role, role == "fastai-internals", UNREADABLE, error=error)
 
 
 class _Inflated:
@@ -424,25 +495,37 @@ def _discover(root: str) -> Iterator[tuple[str, str | None]]:
         yield root, _os_problem(root, exc)
         return
     if not stat.S_ISDIR(st.st_mode):
-        yield root, None if stat.S_ISREG(st.st_mode) else "not a regular file (a FIFO, device or socket): not opened"
+        yield root, None if stat.S_ISREG(st.st_mode) else NOT_REGULAR
         return
-    for path, kind, problem in files.walk(root):
+    if os.path.basename(os.path.normpath(root)) == INTERNALS:
+        yield root, _DIRECTORY_AS_FILE
+        return
+    for path, kind, problem in files.walk(root, dirs=True):
         if problem is not None:
             yield path, problem
             continue
+        if kind == "dir":
+            if path.endswith(PICKLE_SUFFIXES + OTHER_READ):
+                yield path, _DIRECTORY_AS_FILE  # AutoGluon would open it: the loaders refuse it
+            continue
         if kind == "dir-link":
-            continue  # a symlinked directory: not followed (no loops, no escaping the tree)
+            # not followed (no loops, no escaping the tree), but AutoGluon would read through it: reported
+            yield path, ("a symlinked directory: not followed, so its files are not scanned (AutoGluon would read "
+                         "through it)")
+            continue
         try:
             st = os.stat(path)  # follows symlinks to files; loops and dangling links fail here
         except OSError as exc:
             yield path, _os_problem(path, exc)
             continue
         if not stat.S_ISREG(st.st_mode):
-            if path.endswith(PICKLE_SUFFIXES + OTHER_READ):
-                yield path, "not a regular file (a FIFO, device or socket): not opened"
+            yield path, NOT_REGULAR  # never skipped: AutoGluon (or the loader) would block on it or refuse it
             continue
         if _is_candidate(path):
             yield path, None
+
+
+_DIRECTORY_AS_FILE = "a directory where AutoGluon reads a file: not a regular file (the loaders refuse it)"
 
 
 def _is_candidate(path: str) -> bool:

@@ -23,7 +23,7 @@ import sys
 import warnings
 from typing import BinaryIO
 
-from . import allowlist, fallback, files, policy, shims, torch_scope, trust
+from . import allowlist, fallback, files, learner_schema, materialize, policy, records, shims, torch_scope, trust
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
 
 MAX_IN_MEMORY = 1 << 30  # files up to this size are read once into memory: the check and torch see the same bytes
@@ -47,7 +47,21 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
         raise TypeError(f"load_learner expects a path or a binary file object, not {type(file).__qualname__}")
     path = path or getattr(file, "name", None)
     ident = files.identity(file)
-    stream = _in_memory(file, path, model)
+    entry = file.tell() if _seekable(file) else None
+    try:
+        stream = _in_memory(file, path, model)
+    except UnreadableFileError:
+        raise
+    except SecureLoadError as err:  # over the in-memory limit: only trust may load it, as the README says
+        def read_file(limit: int) -> bytes:
+            file.seek(entry)
+            return file.read(limit)
+
+        door = fallback.open_door(err, path, read_file, what="secure load", identity=ident)
+        if door.data is not None:
+            return _load_full_pickle(io.BytesIO(door.data))
+        file.seek(entry)
+        return _load_full_pickle(file)
     start = stream.tell()
     try:
         return _load_secure(stream, path, model)
@@ -71,7 +85,14 @@ def check_regular(path: str | os.PathLike, model: str | None = None) -> None:
                                   model=model)
 
 
-def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
+def check_learner(data: bytes, *, path: str | None = None, model: str | None = None) -> None:
+    """Everything the secure load decides about these bytes (the static pass, torch's weights-only load into inert
+    records, the schema), without building the learner: ``ag-torchfix scan`` gives the loader's own verdict.
+    Raises the loader's own errors."""
+    _load_secure(io.BytesIO(data), path, model, build=False)
+
+
+def _load_secure(stream: BinaryIO, path: str | None, model: str | None, build: bool = True):
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     reason = torch_scope.unsupported_reason()
     if reason is not None:
@@ -114,12 +135,22 @@ def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
     try:
         with torch_scope.active(scope), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            learner = torch.load(stream, map_location="cpu", weights_only=True)
+            records = torch.load(stream, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise DisallowedGlobalsError([], [f"torch's weights-only unpickler refused it: {_first_line(exc)}"],
                                      **where) from exc
     except Exception as exc:  # torch's reader (RuntimeError), a rebuild function or a shim refusing its input
         raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
+    try:  # what torch returned is inert data: the schema checks it, trusted code builds the learner
+        if not build:
+            materialize.check(records)
+            return None
+        learner = materialize.materialize(records)
+    except materialize.SchemaError as exc:
+        raise DisallowedGlobalsError([], [f"it is not a genuine learner at {exc.where}: {exc.reason}"],
+                                     **where) from None
+    except Exception as exc:  # a library's own __setstate__ refusing checked data
+        raise SecureLoadError(f"building the learner failed ({_first_line(exc)})", **where) from exc
     from fastai.learner import Learner
 
     if not isinstance(learner, Learner):
@@ -145,7 +176,7 @@ def _to_cpu(learner):
 
 def _scope_for(names: frozenset[str], path: str | None, model: str | None) -> torch_scope.Scope:
     try:
-        return _scope_cached(names)
+        return _inert_scope(names)
     except LookupError as exc:
         raise SecureLoadError(
             "it references allowlisted names this environment cannot import: " + ", ".join(sorted(exc.args[0]))
@@ -160,14 +191,15 @@ def _scope_cached(names: frozenset[str]) -> torch_scope.Scope:
     shim_objects = shims.shim_objects()
     by_name, callables, missing = {}, list(shim_objects.values()), []
     for name in names:
-        entry = profile.entries.get(name)
-        if name in shim_objects:
-            by_name[name] = shim_objects[name]
+        own = allowlist.canonical(name)  # another writer's spelling resolves to the entry it stands for
+        entry = profile.entries.get(own)
+        if own in shim_objects:
+            by_name[name] = shim_objects[own]
             continue
         if entry is None or entry.torch_default:
             continue  # torch resolves its own defaults
         try:
-            obj = shims.resolve(name)
+            obj = shims.resolve(own)
         except LookupError:
             missing.append(name)
             continue
@@ -181,6 +213,31 @@ def _scope_cached(names: frozenset[str]) -> torch_scope.Scope:
             callables.append(shims.resolve(name))
         except LookupError:
             pass
+    return torch_scope.Scope(by_name, callables, shims.defaultdict_factories())
+
+
+@functools.lru_cache(maxsize=64)
+def _inert_scope(names: frozenset[str]) -> torch_scope.Scope:
+    """The scope of a secure load: the allowlist as ``_scope_cached`` resolves it, except that every class of the
+    learner schema is an inert record type and every function an inert reference (``records``)."""
+    real = _scope_cached(names)
+    by_name, replaced, added = dict(real.items()), set(), []
+    for name in names:
+        own = allowlist.canonical(name)
+        if own in learner_schema.CLASSES:
+            inert = records.record_type(own)
+            added.append(inert)
+        elif own in learner_schema.FUNCTIONS:
+            inert = records.ref(own)
+        elif own == "builtins.getattr":
+            inert = shims.inert_getattr
+            added.append(inert)
+        else:
+            continue
+        if name in by_name:
+            replaced.add(id(by_name[name]))
+        by_name[name] = inert
+    callables = [c for c in real.values() if id(c) not in replaced] + added
     return torch_scope.Scope(by_name, callables, shims.defaultdict_factories())
 
 

@@ -14,6 +14,9 @@ Targets and what each may raise for bad input (anything else is a finding):
     strict     strict_mode.load_pickle                                     errors.SecureLoadError subclasses
                and StrictUnpickler(BytesIO).load()                         pickle.UnpicklingError or any Exception
     scanner    scanner.scan_file on a temporary file                       nothing
+    materialize  materialize.materialize of a genuine learner's records     materialize.SchemaError
+               after the input's edits (each 3 bytes: a position of the
+               records graph, a replacement from a pool of hostile values)
 
 A finding is also: a hang (an input using more than --timeout seconds of CPU; a Python-level hang is
 interrupted by a SIGPROF timer, a native one by libFuzzer's own -timeout), a memory blow-up (peak RSS
@@ -56,10 +59,11 @@ import zlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "fuzz"
-TARGETS = ("archive", "scan", "internals", "loader", "strict", "scanner")
+TARGETS = ("archive", "scan", "internals", "loader", "strict", "scanner", "materialize")
+GENUINE = WORK / "materialize-genuine"  # the genuine internals the materialize target edits
 ARCHIVE_TARGETS = ("archive", "internals", "loader")
 MAX_LEN = {"archive": 400_000, "internals": 400_000, "loader": 400_000, "scan": 200_000, "strict": 200_000,
-           "scanner": 400_000}
+           "scanner": 400_000, "materialize": 64}
 MAX_SEED_PICKLE = 64 << 10  # AutoGluon pickles larger than this are not used as seeds (slow to mutate)
 
 # strict: the first input byte picks the path below a predictor root that load_pickle is told about
@@ -167,6 +171,15 @@ def build_seeds(target: str, predictors: list[pathlib.Path], dest: pathlib.Path)
         seeds = [data_pkl_of(a) for a in internals[:3]] + [data for _, data in pickles]
     elif target == "strict":
         seeds = [bytes([strict_selector(rel)]) + data for rel, data in pickles]
+    elif target == "materialize":
+        if GENUINE.exists():
+            shutil.rmtree(GENUINE)
+        GENUINE.mkdir(parents=True)
+        for i, archive_bytes in enumerate(internals[:8]):
+            (GENUINE / f"{i}.pkl").write_bytes(archive_bytes)
+        rng = random.Random(0)
+        seeds = [bytes([i]) for i in range(len(internals[:8]))]
+        seeds += [bytes(rng.randrange(256) for _ in range(1 + 3 * n)) for n in (1, 1, 2, 3, 5, 8) for _ in range(4)]
     elif target == "scanner":
         seeds = [bytes([scanner_selector("model-internals.pkl", False)]) + a for a in internals[:2]]
         seeds += [bytes([scanner_selector(rel, i % 2 == 0)]) + data for i, (rel, data) in enumerate(pickles[:20])]
@@ -187,6 +200,62 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def data_pkl_of(archive_bytes: bytes) -> bytes:
     return next(data for name, data in parse_zip(archive_bytes) if name.endswith("/data.pkl"))
+
+
+def _slots(root, records) -> list:
+    """Every (container, key) of a records graph: record states' attributes, list items, dict values."""
+    out, seen, stack = [], set(), [root]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, records.Record) and isinstance(value.state, dict):
+            value = value.state
+        if isinstance(value, dict):
+            out.extend((value, k) for k in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            out.extend((value, i) for i in range(len(value)))
+            stack.extend(value)
+        elif isinstance(value, tuple):
+            stack.extend(value)
+    return out
+
+
+def _hostile_pool(root, slots, records, materialize) -> list:
+    """Replacement values (each a zero-argument factory): wrong types, functions, records of other classes, cycles,
+    deep nesting, bad tensors, values from elsewhere in the graph."""
+    import collections
+
+    import torch
+
+    from ag_torchfix import learner_schema
+
+    def deep(n):
+        value = []
+        for _ in range(n):
+            value = [value]
+        return value
+
+    def record(name, state):
+        r = records.record_type(name).__new__(records.record_type(name))
+        r.__setstate__(state)
+        return r
+
+    plain = [None, True, 0, -1, 2**40, 1.5, float("nan"), "x", "y" * 70_000, b"bytes", (), set(),
+             torch.empty(1).expand(1000), torch.zeros(3), root, print, type]
+    plain += [records.ref(name) for name in learner_schema.FUNCTIONS]
+    some = [c[k] for c, k in slots[:: max(1, len(slots) // 64)]]
+    plain += some  # values from elsewhere in the graph: sharing across positions
+    made = [lambda: [], lambda: {}, lambda: deep(300), lambda: collections.OrderedDict(a=print), lambda: {1: 2},
+            lambda: {"k": records.ref("builtins.print")}, lambda: torch.nn.Parameter(torch.zeros(2)),
+            lambda: [root], lambda: {"items": [root]}]
+    made += [(lambda n=name: record(n, {})) for name in learner_schema.CLASSES]
+    made += [(lambda n=name: record(n, {"training": True, "forward": records.ref("fastai.data.load._wif")}))
+             for name in list(learner_schema.CLASSES)[:8]]
+    made += [lambda r=r: records.BoundRef(r, "dataloaders") for r in some if isinstance(r, records.Record)][:4]
+    return [lambda v=v: v for v in plain] + made
 
 
 # ==== zip archives: read loosely, write the way torch does =============================================
@@ -521,6 +590,17 @@ class Mutator:
 
     def __call__(self, data: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
+        if self.target == "materialize":  # edit lists: change, add or drop one 3-byte edit
+            data = bytearray(data or b"\x00")
+            choice = rng.random()
+            if choice < 0.5 and len(data) >= 4:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif choice < 0.8 or len(data) < 4:
+                data += bytes(rng.randrange(256) for _ in range(3))
+            else:
+                cut = 1 + 3 * rng.randrange((len(data) - 1) // 3)
+                del data[cut:cut + 3]
+            return bytes(data[:max_size])
         if self.target in ("strict", "scanner"):
             head, body = (data[:1] or b"\x00"), data[1:]
             if rng.random() < 0.05:
@@ -534,6 +614,8 @@ class Mutator:
 
     def crossover(self, a: bytes, b: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
+        if self.target == "materialize":
+            return (a[:1 + 3 * rng.randrange(len(a) // 3 + 1)] + b[1:])[:max_size]
         head = b""
         if self.target in ("strict", "scanner"):
             head, a, b = a[:1], a[1:], b[1:]
@@ -618,7 +700,12 @@ class Worker:
         import torch
 
         torch.set_num_threads(1)
-        if self.target in ("loader", "strict", "scanner"):
+        if self.target == "materialize":
+            with atheris.instrument_imports(include=["ag_torchfix"]):
+                from ag_torchfix import materialize, records
+            self.materialize, self.records = materialize, records
+            self.genuine = [p.read_bytes() for p in sorted(GENUINE.glob("*.pkl"))]
+        if self.target in ("loader", "strict", "scanner", "materialize"):
             import fastai.tabular.all  # noqa: F401
             import autogluon.tabular  # noqa: F401
 
@@ -663,11 +750,34 @@ class Worker:
                      (self.errors.SecureLoadError,)),
                     ("StrictUnpickler", lambda: self.strict_mode.StrictUnpickler(io.BytesIO(body)).load(),
                      (pickle.UnpicklingError, Exception))]
+        if t == "materialize":
+            return [("materialize", lambda: self._materialize(data), (self.materialize.SchemaError,))]
         if t == "scanner":
             selector = data[0] if data else 0
             path = self.tmp / SCANNER_PATHS[selector & 7]
             return [("scan_file", lambda: self._scanner(path, data[1:], bool(selector & 8)), ())]
         raise ValueError(t)
+
+    def _materialize(self, data: bytes) -> None:
+        """Edit a genuine learner's records as the input says, then materialize them: a SchemaError or a learner."""
+        import torch
+
+        genuine = self.genuine[data[0] % len(self.genuine)] if data else self.genuine[0]
+        check = self.policy.check_internals(io.BytesIO(genuine))
+        torch_scope = sys.modules["ag_torchfix.torch_scope"]
+        torch_scope.patch()
+        with torch_scope.active(self.secure_load._inert_scope(frozenset(check.scan.globals))):
+            root = torch.load(io.BytesIO(genuine), map_location="cpu", weights_only=True)
+        slots = _slots(root, self.records)
+        pool = _hostile_pool(root, slots, self.records, self.materialize)
+        for i in range(1, len(data) - 2, 3):
+            (container, key) = slots[int.from_bytes(data[i:i + 2], "little") % len(slots)]
+            value = pool[data[i + 2] % len(pool)]
+            container[key] = value()
+        learner = self.materialize.materialize(root)
+        from fastai.learner import Learner
+
+        assert isinstance(learner, Learner)
 
     def _archive(self, data: bytes) -> None:
         stream = io.BytesIO(data)
