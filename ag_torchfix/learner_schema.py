@@ -240,7 +240,8 @@ CLASSES: dict[str, Class] = {
         "func": either(fn(*METRIC_FUNCTIONS), rec("autogluon.tabular.models.fastainn.quantile_helpers.HuberPinballLoss")),
         "total": either(NUMBER, TENSOR), "count": INT}, ("func",)),
     "fastai.metrics.AccumMetric": Class("sklearn metric accumulator", {
-        "func": fn(*SKLEARN_METRICS, *METRIC_FUNCTIONS), "_name": STR, "__doc__": either(STR, NONE), "activation": lit("no", "sigmoid", "softmax", "binarysoftmax"),
+        "func": fn(*SKLEARN_METRICS, *METRIC_FUNCTIONS), "_name": STR, "__doc__": either(STR, NONE),
+        "activation": lit("no", "sigmoid", "softmax", "binarysoftmax"),
         "dim_argmax": either(NONE, INT), "flatten": BOOL, "invert_args": BOOL, "to_np": BOOL,
         "thresh": either(NONE, NUMBER), "kwargs": dict_of(ATOM), "preds": list_of(TENSOR), "targs": list_of(TENSOR),
         "__stored_args__": STORED_ARGS,
