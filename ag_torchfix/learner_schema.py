@@ -56,8 +56,10 @@ def bound(attr: str) -> P:
     return P("bound", (attr,))
 
 
-def list_of(item: P) -> P:
-    return P("list", (item,))
+def list_of(item: P, most: int | None = None, unique: bool = False) -> P:
+    """A list of items matching ``item``; at most ``most`` of them, and with ``unique`` each object only once (fastai
+    does its work once per occurrence: a loader listed 5,000 times is walked 5,000 times)."""
+    return P("list", (item, most, unique))
 
 
 def tuple_of(item: P) -> P:
@@ -72,9 +74,9 @@ def dict_of(value: P) -> P:
     return P("dict", (value,))
 
 
-def L(item: P) -> P:  # noqa: N802  (fastcore's class is called L)
-    """fastcore's ``L`` (a record whose state is just its items), holding items that match ``item``."""
-    return P("L", (item,))
+def L(item: P, most: int | None = None, unique: bool = False) -> P:  # noqa: N802  (fastcore's class is called L)
+    """fastcore's ``L`` (a record whose state is just its items), holding items as ``list_of`` says."""
+    return P("L", (item, most, unique))
 
 
 def typ(*names: str) -> P:
@@ -91,6 +93,7 @@ class Class:
 
 
 MAX_INT = 2**31  # settings and counts; anything larger is no genuine learner's
+MAX_COLUMNS = 100_000  # column names of one role (fastai works per name: each must be distinct)
 MAX_STR = 1 << 16
 
 # --- the functions fastai keeps, and where ------------------------------------------------------------
@@ -147,6 +150,7 @@ PIPELINE_NAMES = {"read_tab_batch": "fastai.tabular.core.ReadTabBatch", "categor
                   "categorize": "fastai.data.transforms.Categorize",
                   "regression_setup": "fastai.data.transforms.RegressionSetup"}
 
+COLUMNS = L(STR, MAX_COLUMNS, True)
 _STORED_VALUE = either(ATOM, PATH, DEVICE, tuple_of(NUMBER), dict_of(rec("fastai.data.transforms.CategoryMap")),
                        rec(LEARNER, *CALLBACKS, *LOSSES, *TORCH_LOSSES, *METRICS, *TRANSFORMS, *PIPELINES,
                            "fastai.tabular.core.TabularPandas", "fastai.tabular.core.TabWeightedDL",
@@ -170,7 +174,8 @@ CLASSES: dict[str, Class] = {
         "loss_func": rec(*LOSSES),
         "opt_func": fn("fastai.optimizer.Adam"), "splitter": fn("fastai.torch_core.trainable_params"),
         "logger": fn("builtins.print"),
-        "cbs": L(rec(*CALLBACKS)), "_metrics": L(rec(*METRICS)), "metrics": L(rec(*METRICS)),
+        "cbs": L(rec(*CALLBACKS), 16, True), "_metrics": L(rec(*METRICS), 16, True),
+        "metrics": L(rec(*METRICS), 16, True),
         # add_cb names each callback after its class: exactly these names, each its own class
         "train_eval": rec("fastai.callback.core.TrainEvalCallback"), "recorder": rec("fastai.learner.Recorder"),
         "cast_to_tensor": rec("fastai.learner.CastToTensor"), "progress": rec("fastai.callback.progress.ProgressCallback"),
@@ -184,7 +189,7 @@ CLASSES: dict[str, Class] = {
     }, ("model", "dls", "loss_func")),
     # --- data --------------------------------------------------------------------------------------------
     "fastai.tabular.data.TabularDataLoaders": Class("the data loaders: settings and loaders", {
-        "loaders": list_of(rec("fastai.tabular.core.TabWeightedDL")), "path": PATH, "_device": either(DEVICE, NONE),
+        "loaders": list_of(rec("fastai.tabular.core.TabWeightedDL"), 4, True), "path": PATH, "_device": either(DEVICE, NONE),
         "__stored_args__": STORED_ARGS,
     }, ("loaders",)),
     "fastai.tabular.core.TabWeightedDL": Class("a data loader's settings; AutoGluon predicts through test_dl, which "
@@ -204,12 +209,12 @@ CLASSES: dict[str, Class] = {
         "pin_memory_device": lit(""), "__stored_args__": STORED_ARGS,
     }, ("num_workers",)),
     "fastai.tabular.core.TabularPandas": Class("the training frame's column roles and preprocessing", {
-        "items": DATAFRAME, "procs": rec(*PIPELINES), "cat_names": L(STR), "cont_names": L(STR), "y_names": L(STR),
+        "items": DATAFRAME, "procs": rec(*PIPELINES), "cat_names": COLUMNS, "cont_names": COLUMNS, "y_names": COLUMNS,
         "dataloaders": bound("dataloaders"), "device": either(NONE, DEVICE), "split": INT,
         "__stored_args__": STORED_ARGS,
     }, ("items", "procs", "cat_names", "cont_names", "y_names")),
     **{pipeline: Class("a transform pipeline: a list of the transforms below", {
-        "fs": L(rec(*TRANSFORMS)), "split_idx": either(NONE, INT), "default": NONE,
+        "fs": L(rec(*TRANSFORMS), 16, True), "split_idx": either(NONE, INT), "default": NONE,
         **{attr: rec(cls) for attr, cls in PIPELINE_NAMES.items()},
     }, ("fs",)) for pipeline in PIPELINES},
     "fastai.tabular.core.ReadTabBatch": Class("turns a batch of rows into tensors", {
@@ -276,5 +281,9 @@ CLASSES: dict[str, Class] = {
 }
 
 ROOT = rec(LEARNER)
+# fastai's TabularModel passes one activation instance to every layer: stateless modules may sit in several places;
+# any other module sits in exactly one (the same Linear listed 2,000 times ran 2,000 times per batch)
+SHARED_MODULES = ("torch.nn.modules.activation.ReLU", "torch.nn.modules.dropout.Dropout")
+MAX_SUBMODULES = 256
 TENSOR_TYPES = _TORCH_TENSOR_TYPES
 TYPES_MAP_KEYS = ("builtins.tuple", *_TORCH_TENSOR_TYPES)  # TabWeightedDL._types: batch structure -> tensor types

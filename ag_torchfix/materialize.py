@@ -21,7 +21,7 @@ from . import learner_schema as schema
 from .records import BoundRef, Record, Ref
 
 MAX_VISITS = 2_000_000  # (object, position) pairs checked: a genuine learner has a few thousand
-MAX_DEPTH = 200  # nesting of positions: a genuine learner is about 25 deep
+MAX_DEPTH = 100  # nesting of positions: a genuine learner is about 25 deep
 MAX_ITEMS = 10_000_000  # items of one list or dict
 
 
@@ -120,6 +120,13 @@ class _Checker:
         self.done: set[tuple[int, int]] = set()
         self.keep: list = []  # keeps checked objects alive so their ids stay unique
         self.visits = 0
+        self.module_children: dict[int, tuple] = {}  # module -> its one place (parent, name) in the model
+
+    def work(self, where: str, amount: int) -> None:
+        """Count work done inside one position (dict entries, tensor attributes) against the same bound."""
+        self.visits += amount
+        if self.visits > MAX_VISITS:
+            raise SchemaError(where, f"more than {MAX_VISITS} positions and entries (no genuine learner has)")
 
     def check(self, value, p: schema.P, where: str, owner, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -131,7 +138,7 @@ class _Checker:
         if key in self.done:
             return
         kind = p.kind
-        if kind in _CONTAINERS:  # mark before descending: cycles end here (a cycle is checked once per position)
+        if kind != "either":  # each (object, pattern) is checked once: cycles end here, shared values cost once
             self.done.add(key)
             self.keep.append(value)
         problem = getattr(self, "_" + kind.replace("-", "_"))(value, p, where, owner, depth)
@@ -185,6 +192,14 @@ class _Checker:
             attr = cls.attrs.get(key)
             if attr is None:
                 return f"{v.name} has an attribute {key[:80]!r} no genuine learner has"
+            if key == "_modules" and type(item) is dict:  # a module shared across the tree runs once per place
+                if len(item) > schema.MAX_SUBMODULES:
+                    return f"{len(item)} submodules (genuine modules have a few)"
+                for name, child in item.items():
+                    if isinstance(child, Record) and child.name not in schema.SHARED_MODULES:
+                        place = self.module_children.setdefault(id(child), (id(v), name))
+                        if place != (id(v), name):
+                            return f"the module at _modules[{str(name)[:40]!r}] also sits elsewhere in the model"
             self.check(item, attr, f"{where}.{key}", v, depth + 1)
         return None
 
@@ -207,11 +222,15 @@ class _Checker:
 
     # containers
     def _list(self, v, p, where, owner, depth):
-        return self._items(v, p.args[0], where, owner, depth)
+        return self._items(v, p.args[0], where, owner, depth, *p.args[1:])
 
-    def _items(self, v, item, where, owner, depth):
-        if type(v) is not list or len(v) > MAX_ITEMS:
-            return f"{_show(v)} where a list belongs"
+    def _items(self, v, item, where, owner, depth, most=None, unique=False):
+        if type(v) is not list or len(v) > (most or MAX_ITEMS):
+            return f"{_show(v)} where a list of at most {most or MAX_ITEMS} items belongs"
+        if unique:  # fastai works once per occurrence: the same object (or column name) twice is no genuine list
+            seen = {x if type(x) is str else id(x) for x in v}
+            if len(seen) != len(v):
+                return "an item listed twice (genuine learners list each once)"
         for i, x in enumerate(v):
             self.check(x, item, f"{where}[{i}]", owner, depth + 1)
         return None
@@ -248,7 +267,7 @@ class _Checker:
         state = v.state
         if not v.built or type(state) is not dict or set(state) != {"items"} or type(state["items"]) is not list:
             return "an L whose state is not just its items"
-        return self._items(state["items"], p.args[0], where, owner, depth)
+        return self._items(state["items"], p.args[0], where, owner, depth, *p.args[1:])
 
     def _empty_odict(self, v, p, *_):
         return None if type(v) is collections.OrderedDict and not v else f"{_show(v)} where an empty hook dict belongs"
@@ -259,6 +278,7 @@ class _Checker:
             return f"{_show(v)} where a category index belongs"
         if len(v) > MAX_ITEMS:
             return "a category index larger than any genuine one"
+        self.work(where, len(v))
         for key, index in v.items():
             if not (_atom(key) or isinstance(key, numpy.str_)) or type(index) is not int:
                 return f"category index entry {_show(key)} -> {_show(index)}"
@@ -267,6 +287,7 @@ class _Checker:
     def _types_map(self, v, p, where, *_):
         if type(v) is not dict or len(v) > 16:
             return f"{_show(v)} where fastai's batch type map belongs"
+        self.work(where, sum(len(x) if type(x) is list else 1 for x in v.values()))
         keys = [_resolved(n) for n in schema.TYPES_MAP_KEYS]
         tensors = [_resolved(n) for n in schema.TENSOR_TYPES]
         for key, value in v.items():
@@ -276,15 +297,17 @@ class _Checker:
         return None
 
     # values the libraries built (their own states were checked statically before torch read them)
-    def _tensor(self, v, p, *_):
+    def _tensor(self, v, p, where, *_):
         torch, tensor_types = _libs()[2], _libs()[3]
         if type(v) not in tensor_types and type(v) is not torch.nn.Parameter:
             return f"{_show(v)} where a tensor belongs"
+        self.work(where, len(getattr(v, "__dict__", None) or ()))
         return _tensor_problem(v)
 
-    def _parameter(self, v, p, *_):
+    def _parameter(self, v, p, where, *_):
         if type(v) is not _libs()[2].nn.Parameter:
             return f"{_show(v)} where a parameter belongs"
+        self.work(where, len(getattr(v, "__dict__", None) or ()))
         return _tensor_problem(v)
 
     def _device(self, v, p, *_):
@@ -306,17 +329,17 @@ class _Checker:
     def _random(self, v, p, *_):
         return None if type(v) is random.Random else f"{_show(v)} where a random generator belongs"
 
-    def _signature(self, v, p, *_):
+    def _signature(self, v, p, where, *_):
         if type(v) is not inspect.Signature or len(v.parameters) > 256:
             return f"{_show(v)} where a signature belongs"
+        self.work(where, len(v.parameters))
+        if v.return_annotation is not inspect.Signature.empty and not _atom(v.return_annotation):
+            return f"a signature returning {_show(v.return_annotation)}"
         for param in v.parameters.values():
             for value in (param.default, param.annotation):
                 if value is not inspect.Parameter.empty and not _atom(value):
                     return f"a signature parameter holding {_show(value)}"
         return None
-
-
-_CONTAINERS = frozenset({"record", "list", "tuple", "set", "dict", "L", "any-list"})
 
 
 def _could_be(value, p: schema.P) -> bool:
@@ -369,7 +392,7 @@ class _Builder:
         self.made: dict[int, object] = {}
 
     def build(self, value, depth: int):
-        if depth > MAX_DEPTH:
+        if depth > 2 * MAX_DEPTH + 8:  # the check bounded the same walk (a record's list is one level more here)
             raise SchemaError("learner", f"nested deeper than {MAX_DEPTH} positions")
         known = self.made.get(id(value))
         if known is not None:

@@ -86,13 +86,13 @@ def check_regular(path: str | os.PathLike, model: str | None = None) -> None:
 
 
 def check_learner(data: bytes, *, path: str | None = None, model: str | None = None) -> None:
-    """Everything the secure load decides about these bytes (the static pass, torch's weights-only load into inert
-    records, the schema), without building the learner: ``ag-torchfix scan`` gives the loader's own verdict.
-    Raises the loader's own errors."""
-    _load_secure(io.BytesIO(data), path, model, build=False)
+    """Everything the secure load decides about these bytes: the static pass, torch's weights-only load into inert
+    records, the schema, the build and fastai's move to the CPU (trusted code on checked data; nothing from the file
+    runs).  ``ag-torchfix scan`` gives the loader's own verdict this way.  Raises the loader's own errors."""
+    _load_secure(io.BytesIO(data), path, model)
 
 
-def _load_secure(stream: BinaryIO, path: str | None, model: str | None, build: bool = True):
+def _load_secure(stream: BinaryIO, path: str | None, model: str | None):
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     reason = torch_scope.unsupported_reason()
     if reason is not None:
@@ -142,9 +142,6 @@ def _load_secure(stream: BinaryIO, path: str | None, model: str | None, build: b
     except Exception as exc:  # torch's reader (RuntimeError), a rebuild function or a shim refusing its input
         raise SecureLoadError(f"rebuilding it under the allowlist failed ({_first_line(exc)})", **where) from exc
     try:  # what torch returned is inert data: the schema checks it, trusted code builds the learner
-        if not build:
-            materialize.check(records)
-            return None
         learner = materialize.materialize(records)
     except materialize.SchemaError as exc:
         raise DisallowedGlobalsError([], [f"it is not a genuine learner at {exc.where}: {exc.reason}"],
