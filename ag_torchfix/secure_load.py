@@ -53,28 +53,24 @@ def load_learner(file: BinaryIO | str | os.PathLike, *, path: str | None = None,
     except UnreadableFileError:
         raise
     except SecureLoadError as err:  # over the in-memory limit: only trust may load it, as the README says
-        def read_file(limit: int) -> bytes:
-            file.seek(entry)
-            return file.read(limit)
-
-        door = fallback.open_door(err, path, read_file, what="secure load", identity=ident)
-        if door.data is not None:
-            return _load_full_pickle(io.BytesIO(door.data))
-        file.seek(entry)
-        return _load_full_pickle(file)
+        return _fall_back(err, file, entry, path, ident)
     start = stream.tell()
     try:
         return _load_secure(stream, path, model)
     except SecureLoadError as err:
-        def read(limit: int) -> bytes:
-            stream.seek(start)
-            return stream.read(limit)
+        return _fall_back(err, stream, start, path, ident)
 
-        door = fallback.open_door(err, path, read, what="secure load", identity=ident)
-        if door.data is not None:
-            return _load_full_pickle(io.BytesIO(door.data))
-        stream.seek(start)
-        return _load_full_pickle(stream)
+
+def _fall_back(err: SecureLoadError, source: BinaryIO, start: int, path: str | None, ident):
+    """A refused file through the one door to full pickle: the bytes lock trust verified, or (location trust) the
+    file itself from ``start``; otherwise ``err`` is raised."""
+    def read(limit: int) -> bytes:
+        source.seek(start)
+        return source.read(limit)
+
+    door = fallback.open_door(err, path, read, what="secure load", identity=ident, stacklevel=4)
+    source.seek(start)
+    return _load_full_pickle(io.BytesIO(door.data) if door.data is not None else source)
 
 
 def check_regular(path: str | os.PathLike, model: str | None = None) -> None:
