@@ -78,6 +78,7 @@ bench: $(STAMP)
 sweep: $(STAMP)
 	$(PY) tools/sweep_exports.py .cache/sweep-fastai-internals.json
 	$(PY) tools/sweep_strict.py .cache/sweep-strict.json
+	$(PY) tools/sweep_schema.py .cache/sweep-schema.json tests/goldens $(AG_TORCHFIX_TEST_CACHE)
 
 .PHONY: fuzz
 
