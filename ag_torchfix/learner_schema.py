@@ -165,7 +165,7 @@ _WRAPPER = {  # functools.update_wrapper copies these onto fastai's loss wrapper
 _TRANSFORM = {"__signature__": SIGNATURE, "__stored_args__": STORED_ARGS, "split_idx": either(NONE, INT),
               "order": INT, "init_enc": either(NONE, BOOL), "input_types": NONE}
 _CALLBACK = {"learn": rec(LEARNER), "run": BOOL, "__stored_args__": STORED_ARGS}
-_TORCH_TENSOR_TYPES = ("torch.Tensor", "fastai.torch_core.TensorBase")
+TENSOR_TYPES = ("torch.Tensor", "fastai.torch_core.TensorBase")  # the tensor classes genuine files rebuild
 
 CLASSES: dict[str, Class] = {
     LEARNER: Class("the learner; rebuilt as fastai's Learner.__setstate__ does (a __dict__ update and a new lock)", {
@@ -285,5 +285,4 @@ ROOT = rec(LEARNER)
 # any other module sits in exactly one (the same Linear listed 2,000 times ran 2,000 times per batch)
 SHARED_MODULES = ("torch.nn.modules.activation.ReLU", "torch.nn.modules.dropout.Dropout")
 MAX_SUBMODULES = 256
-TENSOR_TYPES = _TORCH_TENSOR_TYPES
-TYPES_MAP_KEYS = ("builtins.tuple", *_TORCH_TENSOR_TYPES)  # TabWeightedDL._types: batch structure -> tensor types
+TYPES_MAP_KEYS = ("builtins.tuple", *TENSOR_TYPES)  # TabWeightedDL._types: batch structure -> tensor types

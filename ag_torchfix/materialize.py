@@ -289,7 +289,7 @@ class _Checker:
             return f"{_show(v)} where fastai's batch type map belongs"
         self.work(where, sum(len(x) if type(x) is list else 1 for x in v.values()))
         keys = [_resolved(n) for n in schema.TYPES_MAP_KEYS]
-        tensors = [_resolved(n) for n in schema.TENSOR_TYPES]
+        tensors = _libs()[3]
         for key, value in v.items():
             if not any(key is k for k in keys) or type(value) is not list or len(value) > 64 \
                     or not all(any(t is x for x in tensors) for t in value):
