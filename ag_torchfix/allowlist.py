@@ -532,8 +532,8 @@ STRICT_SHIMS: dict[str, str] = {
                                       "the shim reloads them weights-only and accepts only a storage",
 }
 # Strict mode checks every call's arguments at run time: no argument may be a class or a function (the callee
-# could call it: numpy's __randomstate_ctor calls its second argument) except these, by callee; and calls that
-# would allocate by a size the file chooses get the size genuine pickles use.
+# could call it: numpy's __randomstate_ctor calls its second argument) except these, by callee (the argument
+# tuples themselves: STRICT_CALLS below).
 STRICT_CALLABLE_ARGS: dict[str, tuple[str, ...]] = {
     "numpy._core.multiarray._reconstruct": ("numpy.ndarray",),
     "numpy.core.multiarray._reconstruct": ("numpy.ndarray",),
@@ -545,11 +545,6 @@ STRICT_CALLABLE_ARGS: dict[str, tuple[str, ...]] = {
     "collections.defaultdict": ("<reference>", "<construct>"),  # the shim checks its factories
     "functools.partial": ("<reference>",),  # the shim checks its functions
 }
-STRICT_EMPTY_SHAPE: dict[str, str] = {
-    "numpy._core.multiarray._reconstruct": "numpy pickles arrays as _reconstruct(cls, (0,), b'b') then BUILD",
-    "numpy.core.multiarray._reconstruct": "numpy 1.x name",
-}
-
 STRICT_DEFAULTDICT_FACTORIES: dict[str, str] = {
     "builtins.list": "AutoGluon's feature-type groupings (defaultdict(list))",
     "collections.OrderedDict": "AutoGluon's nested model-info maps (defaultdict(OrderedDict))",
@@ -560,4 +555,98 @@ STRICT_PARTIAL_FUNCS: dict[str, str] = {
     "sklearn.metrics._classification.precision_score": "precision_*: partial(precision_score, average=...)",
     "sklearn.metrics._classification.recall_score": "recall_*: partial(recall_score, average=...)",
     "autogluon.core.metrics.customized_roc_auc": "roc_auc_ovo/ovr variants: partial(customized_roc_auc, ...)",
+}
+
+# --- strict mode: the arguments of every call, and the values the libraries trust -------------------------
+# Genuine AutoGluon pickles construct every class with NEWOBJ and no arguments (then BUILD); the only calls with
+# arguments are these rebuild functions and value types, each with the argument tuples its library's own
+# __reduce__ writes (measured over the CPU zoo and the writers' goldens: tools/sweep_strict.py --calls).  A call
+# not listed here, or with other arguments, is refused before it runs: an admitted constructor called with sizes,
+# shapes or strides of the file's choosing allocates or reads what the file says.
+_TIMEDELTA, _NDARRAY = made("datetime.timedelta"), made("numpy.ndarray")
+_MT19937 = made("numpy.random._mt19937.MT19937")
+STRICT_CALLS: dict[str, tuple[tuple[tuple[Pattern, ...], ...], str]] = {
+    "autogluon.core.models.abstract._auxiliary_params.ParamsAuxDict": (((DICT,),), "its __reduce__: (cls, (dict,))"),
+    "autogluon.core.models.abstract._mutation_deprecated_dict.ParamsDict": (((DICT,),), "its __reduce__: (cls, (dict,))"),
+    "builtins.slice": (_SLICE, "slice.__reduce__: (start, stop, step); block placements"),
+    "collections.OrderedDict": (((),), "OrderedDict.__reduce__: no arguments, items by SETITEMS"),
+    "collections.defaultdict": (((GLOBAL,),), "defaultdict.__reduce__: (factory,); the shim checks the factory"),
+    "datetime.timedelta": (((INT, INT, INT),), "timedelta.__reduce__: (days, seconds, microseconds), range-checked by C"),
+    "datetime.timezone": (((_TIMEDELTA,), (_TIMEDELTA, STR)), "timezone.__getinitargs__: (offset[, name])"),
+    "functools.partial": (((GLOBAL,),), "partial.__reduce__: (func,), then BUILD; the shim checks the function"),
+    "numpy._core.multiarray._reconstruct": (_RECONSTRUCT, "ndarray.__reduce__: an empty array, filled by BUILD"),
+    "numpy.core.multiarray._reconstruct": (_RECONSTRUCT, "numpy 1.x name of _reconstruct"),
+    "numpy._core.multiarray.scalar": (_SCALAR, "generic.__reduce__: (dtype, raw bytes of exactly its itemsize)"),
+    "numpy.core.multiarray.scalar": (_SCALAR, "numpy 1.x name of scalar"),
+    "numpy.dtype": (((STR, BOOL, BOOL),), "dtype.__reduce__: (type code, align, copy), then BUILD"),
+    "numpy.random._pickle.__bit_generator_ctor": (((GLOBAL,), (STR,)), "bit generator by class (numpy 2) or name (1.x)"),
+    "numpy.random._pickle.__randomstate_ctor": (((_MT19937,), (STR,), (STR, GLOBAL), (GLOBAL,), (_MT19937, GLOBAL)),
+                                                "RandomState around a bit generator (numpy 2) or its name (1.x)"),
+    "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked": (((GLOBAL, INT, NONE),), "Cython __reduce_cython__: (cls, "
+                                                         "checksum, None), then BUILD (a state here skips the check)"),
+    "pandas._libs.internals._unpickle_block": (((either(_NDARRAY, made("pandas.core.arrays.base.ExtensionArray")),
+                                                 either(made("builtins.slice"), _NDARRAY), INT),),
+                                               "Block.__reduce__: (values, placement, ndim)"),
+    "pandas._libs.tslibs.timestamps._unpickle_timestamp": (((INT, ANY, ANY, INT), (INT, ANY, ANY)),
+                                                           "Timestamp.__reduce__: (value, freq, tz[, unit])"),
+    "pandas.core.indexes.base._new_Index": (((GLOBAL, DICT),), "Index.__reduce__: (cls, dict of constructor arguments)"),
+    "pandas.core.internals.managers.BlockManager": (((tuple_of(made("pandas.core.internals.blocks.Block")), LIST),),
+                                                    "BlockManager.__reduce__ (pandas >= 2.1): (blocks, axes)"),
+    "sklearn.tree._tree.Tree": (((INT, _NDARRAY, INT),), "Tree.__reduce__: (n_features, n_classes, n_outputs)"),
+    "torch._utils._rebuild_parameter": (((made("torch.Tensor"), BOOL, EMPTY_ORDEREDDICT),),
+                                        "Parameter.__reduce_ex__: (tensor, requires_grad, no hooks)"),
+    "torch._utils._rebuild_tensor_v2": (((made("torch.storage.TypedStorage", "torch.storage.UntypedStorage"), INT,
+                                          tuple_of(INT), tuple_of(INT), BOOL, EMPTY_ORDEREDDICT),
+                                         (made("torch.storage.TypedStorage", "torch.storage.UntypedStorage"), INT,
+                                          tuple_of(INT), tuple_of(INT), BOOL, EMPTY_ORDEREDDICT, NONE)),
+                                        "Tensor.__reduce_ex__: (storage, offset, size, stride, requires_grad, hooks)"),
+    "torch.device": (((STR,), (STR, INT)), "device.__reduce__: (type[, index])"),
+    "torch.storage._load_from_bytes": (((BYTES,),), "storage.__reduce__: (torch.save bytes,); the shim checks them"),
+}
+
+# Values strict mode checks when they are made, before any library code sees them: each invariant is one the
+# library assumes and does not check itself (the code that relies on it in the reason).  value_invariants.py
+# implements them; tests/test_strict_values.py shows each violation crash, hang or allocate without the check.
+STRICT_INVARIANTS: dict[str, str] = {
+    "pandas.core.arrays.categorical.Categorical":
+        "codes are one-dimensional integers in [-1, len(categories)): take_nd/Categorical.__array__ index categories "
+        "by code in C without a bounds check (an out-of-range code reads or writes outside the array)",
+    "pandas.core.internals.blocks.Block":
+        "values have one row per placement and the placement lies inside the frame: BlockManager indexes blocks by "
+        "mgr_locs in Cython (_unpickle_block skips new_block's check_ndim)",
+    "pandas.core.internals.managers.BlockManager":
+        "blocks cover every column exactly once with rows equal to the index length: _rebuild_blknos_and_blklocs "
+        "and iget index by these (gaps are AssertionErrors at predict)",
+    "pandas.core.internals.managers.SingleBlockManager":
+        "one block of exactly the index's length: the legacy state path sets axes and blocks without verification",
+    "pandas.core.indexes.range.RangeIndex":
+        "at most MAX_RANGE_INDEX positions: 24 bytes of state describe any length, which AutoGluon and pandas "
+        "materialise (reindex, _values) at predict",
+    "pandas.core.indexes.base.Index":
+        "built from an array only (data, dtype, name): Index(**d) accepts scalars, ranges and tuples it expands",
+    "pandas.core.frame.DataFrame":
+        "state keys are pandas' own (_mgr, _typ, _metadata, _attrs, _flags): NDFrame.__setstate__ sets every other "
+        "key as an attribute, which code reading the frame may call or trust",
+    "pandas.core.series.Series":
+        "state keys are pandas' own (_mgr, _typ, _metadata, _attrs, _flags, _name)",
+    "torch.Tensor":
+        "a contiguous view inside its storage: torch trusts size and stride (a zero stride repeats one element into "
+        "gigabytes when the tensor is copied at predict)",
+    "sklearn.tree._tree.Tree":
+        "n_outputs x max(n_classes) within MAX_TREE_OUTPUTS: every node's value row is that long (value_stride), "
+        "so the shape multiplies what __setstate__ and predict_proba allocate per node",
+    "builtins.dict":
+        "keys of one dict or set hash alike at most MAX_EQUAL_HASHES times: inserting n keys with one hash costs n**2 "
+        "comparisons (ints k*(2**61-1) all hash to 0)",
+}
+MAX_RANGE_INDEX = 100_000_000  # 800 MB when materialised as int64
+MAX_TREE_OUTPUTS = 1_000_000   # n_outputs x max(n_classes) of one sklearn tree
+MAX_EQUAL_HASHES = 16
+STRICT_FRAME_STATE = {
+    "pandas.core.frame.DataFrame": frozenset({"_mgr", "_typ", "_metadata", "_attrs", "attrs", "_flags", "_data"}),
+    "pandas.core.series.Series": frozenset({"_mgr", "_typ", "_metadata", "_attrs", "attrs", "_flags", "_name", "_data", "name"}),
+}
+STRICT_INDEX_ARGS = {
+    "pandas.core.indexes.base.Index": frozenset({"data", "name", "dtype"}),
+    "pandas.core.indexes.range.RangeIndex": frozenset({"start", "stop", "step", "name"}),
 }

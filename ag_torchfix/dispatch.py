@@ -65,6 +65,7 @@ PARTIAL = "functools.partial"  # a partial made by strict mode's partial shim (i
 NONE = "None"
 NUMPY_TYPE = "<numpy scalar type or dtype>"
 DATA = "<data>"  # any value that is not a class or function (walked like the rest)
+ONE_CHAR = "<one character>"  # a str of length 1 (AutoGluon's text symbols: escaped into a regular expression)
 DTYPES = (NUMPY_TYPE,)
 
 # File (path below the predictor root; "*" one component, "**" any number) -> (allowed top-level types, reader).
@@ -125,6 +126,13 @@ SLOTS: dict[str, tuple[tuple[str, ...], str]] = {
         (NONE,), "abstract_model.py get_preprocessor -> parse_custom_generator.resolve_fg_class (imports a module)"),
     "AbstractModel._model_specific_feature_generators": (
         (NONE, "'NOTSET'"), "abstract_model.py _preprocess_model_specific: 'NOTSET' builds generators from params_aux"),
+    # strings AutoGluon or sklearn compile into regular expressions at predict time: only what they write
+    "CountVectorizer.token_pattern": ((NONE, "'(?u)\\b\\w\\w+\\b'"), "sklearn build_tokenizer: re.compile(token_pattern) "
+                                      "(text n-grams; a pattern of the file's choosing can backtrack for hours)"),
+    "TextSpecialFeatureGenerator._symbols[*]": ((ONE_CHAR,), "text_special.py _generate_features: "
+                                                 "X.str.count('\\' + symbol), a regular expression"),
+    "TextSpecialFeatureGenerator._symbols_per_feature[*][*]": ((ONE_CHAR,), "text_special.py _generate_features: "
+                                                                "X.str.count('\\' + symbol), a regular expression"),
 }
 
 # Names AutoGluon joins into paths: they must be plain file names (no separator, no '..').
@@ -135,7 +143,32 @@ NAMES: dict[str, str] = {
 }
 NAMED_KEYS = ("DiGraph._node", "DiGraph._succ", "DiGraph._pred", "DiGraph._adj")  # model names as graph keys
 
+# Attributes AutoGluon reads from every object of these classes (its own code has no fallback: a missing one is an
+# AttributeError at load or predict).  The attributes present in every genuine file of the CPU zoo (AutoGluon
+# 1.6.3) and of the writers' goldens (AutoGluon 1.1-1.6): tools/sweep_attributes.py.  Owners match by MRO.
+REQUIRED_ATTRIBUTES: dict[str, frozenset[str]] = {
+    "TabularPredictor": frozenset({
+        "_learner", "_learner_type", "_trainer", "fit_hyperparameters_", "sample_weight", "verbosity",
+        "weight_evaluation"}),
+    "AbstractLearner": frozenset({
+        "cleaner", "eval_metric", "feature_generator", "ignored_columns", "is_trainer_present", "label",
+        "label_cleaner", "model_context", "path", "problem_type", "quantile_levels", "reset_paths", "sample_weight",
+        "threshold", "trainer", "trainer_path", "trainer_type", "version", "weight_evaluation"}),
+    "AbstractTrainer": frozenset({
+        "bagged_mode", "eval_metric", "feature_metadata", "k_fold", "low_memory", "model_best", "model_graph",
+        "models", "num_classes", "path", "problem_type", "quantile_levels", "reset_paths", "sample_weight",
+        "weight_evaluation"}),
+    "AbstractModel": frozenset({
+        "_compiler", "_features_internal", "_is_initialized", "eval_metric", "features", "model", "name",
+        "num_classes", "params", "params_aux", "path", "path_root", "problem_type", "quantile_levels",
+        "stopping_metric"}),
+    "AbstractFeatureGenerator": frozenset({
+        "_is_fit", "_post_generators", "feature_metadata", "feature_metadata_in", "features_in", "features_out",
+        "pre_drop_useless", "pre_enforce_types", "reset_index", "verbosity"}),
+}
+
 MAX_VISITS = 2_000_000
+MAX_MODULE_WALK = 100_000  # modules one recursive torch walk visits (genuine networks: a few dozen)
 _LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None))
 _MISSING = object()
 
@@ -152,7 +185,7 @@ def check_file(obj, path: str) -> str | None:
     problem = _check_dispatching_class(obj)
     if problem:
         return problem
-    return _walk(obj)
+    return _walk(obj) or _graph_problem(obj)
 
 
 def _check_kind(obj, rel: str) -> str | None:
@@ -191,6 +224,9 @@ def _walk(root) -> str | None:
         visits += 1
         if visits > MAX_VISITS:
             return f"the object graph has more than {MAX_VISITS} parts"
+        if len(trail) == 1 and trail[0] in _KEYED and _qualnames(owner) & _KEYED[trail[0]] and not isinstance(value, dict):
+            return (f"{_slot(owner, trail)} holds {_describe(value)}; AutoGluon writes a dict there and reads it by "
+                    "key (a table row checks the key's value)")
         row = _row(owner, trail) if trail else None
         if row is not None:
             table, key = row
@@ -199,6 +235,9 @@ def _walk(root) -> str | None:
                 if not any(_is(value, name) for name in allowed):
                     return (f"{_slot(owner, trail)} holds {_describe(value)}; AutoGluon writes "
                             f"{', '.join(_short(a) for a in allowed)} there and uses it ({code})")
+                if type(value) is functools.partial:  # its function is checked; its arguments are data
+                    todo.extend((item, owner, trail + ("(*)",)) for item in (*value.args, *value.keywords.values()))
+                    continue
                 if DATA not in allowed or _is_callable_value(value):
                     continue  # a checked slot: its value is one AutoGluon writes there
             else:
@@ -216,7 +255,7 @@ def _walk(root) -> str | None:
         cls = type(value)
         inner = _array_items(value)
         if inner is not None:  # numpy arrays, numpy scalars and pandas objects: only object-typed values are walked
-            todo.extend((item, owner, trail + ("[*]",)) for item in _bounded(inner))
+            todo.extend((item, owner, trail + (key,)) for key, item in inner)
             continue
         if isinstance(value, dict):
             named = (_qualnames(owner) & _NAMED_OWNERS) and trail[-1:] and f"{trail[-1]}" in _NAMED_ATTRS
@@ -259,6 +298,21 @@ def _index() -> dict[str, list[tuple[str, tuple[str, ...], dict, str]]]:
 
 
 _INDEX = _index()
+
+
+def _keyed() -> dict[str, frozenset[str]]:
+    """".attr" -> owners whose attr a table row reads by a named key ("Owner.attr[key]..."): it must be a dict."""
+    keyed: dict[str, set[str]] = {}
+    for table in (SLOTS, NAMES):
+        for key in table:
+            owner, _, rest = key.partition(".")
+            attr, sep, tail = rest.partition("[")
+            if sep and not tail.startswith("*]"):
+                keyed.setdefault(f".{attr}", set()).add(owner)
+    return {attr: frozenset(owners) for attr, owners in keyed.items()}
+
+
+_KEYED = _keyed()
 _NAMED_OWNERS = frozenset(k.split(".")[0] for k in NAMED_KEYS)
 _NAMED_ATTRS = frozenset("." + k.split(".", 1)[1] for k in NAMED_KEYS)
 
@@ -302,8 +356,85 @@ def _plain_name_only(value, where: str) -> str | None:
     return f"{where} is {_describe(value)}, not a plain file name: AutoGluon joins it into a path"
 
 
+def _graph_problem(root) -> str | None:
+    """AutoGluon and torch walk some object graphs recursively without remembering what they saw: feature
+    generators their generators (``_post_generators``, ``generators``), torch its modules' children (``eval()``,
+    ``to()``, ``_apply``).  A cycle there recurses without end; a torch module shared by several parents is
+    walked once per path (genuine networks share an activation module; a chain of shared pairs doubles the walk
+    at every level), so the walk each module starts is bounded (``MAX_MODULE_WALK``)."""
+    colour: dict[int, int] = {}  # 1: on the current path, 2: done
+    walk: dict[int, int] = {}  # a torch module -> modules torch's recursive walk from it visits
+    todo: list[tuple[object, bool]] = [(root, False)]
+    visits = 0
+    while todo:
+        node, leaving = todo.pop()
+        if leaving:
+            colour[id(node)] = 2
+            if _is_module(node):
+                unique = {id(c): c for c, _ in _graph_children(node)}
+                walk[id(node)] = 1 + sum(walk.get(key, 1) for key in unique)
+                if walk[id(node)] > MAX_MODULE_WALK:
+                    return (f"torch's recursive walk of a {_name(type(node))} in the file visits more than "
+                            f"{MAX_MODULE_WALK} modules (modules shared along a chain: eval() or to() would not end)")
+            continue
+        visits += 1
+        if visits > MAX_VISITS:
+            return f"the object graph has more than {MAX_VISITS} parts"
+        state = colour.get(id(node))
+        if state == 1:
+            return f"a {_name(type(node))} in the file contains itself (AutoGluon or torch would recurse without end)"
+        if state == 2:
+            continue
+        colour[id(node)] = 1
+        todo.append((node, True))
+        todo.extend((child, False) for child, _ in _graph_children(node))
+    return None
+
+
+def _graph_children(node):
+    """The AutoGluon objects and torch modules an AutoGluon object or torch module holds (through dicts, lists
+    and tuples), marked True for a torch module's own children."""
+    if _is_module(node):
+        return [(child, True) for child in (getattr(node, "__dict__", {}).get("_modules") or {}).values()
+                if child is not None]
+    found = []
+    stack = list(getattr(node, "__dict__", {}).values())
+    budget = MAX_VISITS
+    while stack and budget:
+        budget -= 1
+        value = stack.pop()
+        if type(value).__module__.startswith(_AG) and hasattr(value, "__dict__") or _is_module(value):
+            found.append((value, False))
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return found
+
+
+def _is_module(value) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def _missing_attributes(value) -> str | None:
+    state = getattr(value, "__dict__", None)
+    if not isinstance(state, dict):
+        return None
+    for owner in _qualnames(type(value)) & REQUIRED_ATTRIBUTES.keys():
+        missing = sorted(REQUIRED_ATTRIBUTES[owner] - state.keys())
+        if missing:
+            return (f"a {_name(type(value))} in the file lacks {', '.join(missing[:5])} (AutoGluon reads "
+                    f"{'them' if len(missing) > 1 else 'it'} without a fallback)")
+    return None
+
+
 def _object_rule(value) -> str | None:
     cls = type(value)
+    if cls.__module__.startswith(_AG):
+        problem = _missing_attributes(value)
+        if problem:
+            return problem
     if _is_networkx(value):
         return _graph_rule(value)
     hooks = getattr(value, "_backward_hooks", None) if type(value).__module__.startswith("torch") else None
@@ -325,29 +456,77 @@ def _object_rule(value) -> str | None:
 
 
 def _array_items(value):
-    """None for values walked through their attributes; otherwise the values an array-like object holds that
-    could be anything (object dtype), plus a pandas object's ``attrs``.  Tensors are walked through their
-    attributes (and their hooks checked)."""
+    """None for values walked through their attributes; otherwise (key, value) for what an array-like object
+    holds that could be anything: object-typed values of numpy arrays and of every pandas container (columns
+    of any dtype, categorical categories, every Index kind's labels and levels), keyed by their index label so
+    that a Series reaches the same table rows as the dict AutoGluon writes there; plus a pandas object's
+    ``attrs``.  Tensors are walked through their attributes (and their hooks checked)."""
     module = type(value).__module__ or ""
     if module.startswith("numpy"):
-        if getattr(getattr(value, "dtype", None), "hasobject", False) and hasattr(value, "ravel"):
-            return value.ravel()
+        dtype = getattr(value, "dtype", None)
+        if (getattr(dtype, "hasobject", False) or getattr(dtype, "kind", "") in "US") and hasattr(value, "ravel"):
+            return [("[*]", item) for item in _bounded(value.ravel())]  # objects, and strings a row may restrict
         return ()
     if module.startswith("pandas"):
         import pandas
 
-        items: list = list(getattr(value, "attrs", {}).values())
+        items: list = [(_key(k), v) for k, v in _bounded(getattr(value, "attrs", {}).items())]
         if isinstance(value, pandas.DataFrame):
-            for column in value.columns[value.dtypes == object]:
-                items.extend(value[column].array)
-            items.extend(value.columns if value.columns.dtype == object else ())
-        elif isinstance(value, (pandas.Series, pandas.Index)):
-            if value.dtype == object:
-                items.extend(value.array)
-            if isinstance(value, pandas.Series) and value.index.dtype == object:
-                items.extend(value.index)
+            for position, column in enumerate(value.columns):
+                items.append(("[*]", column))
+                items.extend((f"[{column}]" if isinstance(column, str) else "[*]", v)
+                             for v in _pandas_values(value.iloc[:, position], value.index))
+            items.extend(("[*]", label) for label in _index_values(value.index))
+        elif isinstance(value, pandas.Series):
+            items.extend(_pandas_values(value, value.index))
+            items.extend(("[*]", label) for label in _index_values(value.index))
+        elif isinstance(value, pandas.Index):
+            items.extend(("[*]", label) for label in _index_values(value))
+        elif isinstance(value, pandas.api.extensions.ExtensionArray):
+            items.extend(("[*]", v) for v in _pandas_values(pandas.Series(value, copy=False), None))
+        elif isinstance(value, pandas.CategoricalDtype):
+            items.extend(("[*]", label) for label in _index_values(value.categories))
         return items
     return None
+
+
+def _key(label) -> str:
+    return f"[{label}]" if isinstance(label, str) else "[*]"
+
+
+def _pandas_values(series, index):
+    """(key, value) for a Series' values that could be anything: object values, categorical categories, and the
+    objects inside any other extension array.  Numbers, dates and bools are data."""
+    import pandas
+
+    dtype = series.dtype
+    if isinstance(dtype, pandas.CategoricalDtype):
+        return [("[*]", v) for v in _index_values(dtype.categories)]
+    if dtype == object or not isinstance(dtype, numpy_dtype()):
+        labels = index if index is not None and len(index) == len(series) else itertools.repeat(None)
+        return [(_key(k), v) for k, v in _bounded(zip(labels, series.array))]
+    return []
+
+
+def _index_values(index):
+    """The labels of any pandas Index kind that could be objects: object labels, a CategoricalIndex's
+    categories, a MultiIndex's levels."""
+    import pandas
+
+    if isinstance(index, pandas.MultiIndex):
+        return [v for level in index.levels for v in _index_values(level)]
+    if isinstance(index.dtype, pandas.CategoricalDtype):
+        return _index_values(index.dtype.categories)
+    if index.dtype == object or not isinstance(index.dtype, numpy_dtype()):
+        return list(_bounded(index))
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def numpy_dtype():
+    import numpy
+
+    return numpy.dtype
 
 
 def _graph_rule(graph) -> str | None:
@@ -389,7 +568,9 @@ def _is(value, name: str, *, exact_type: bool = False) -> bool:
 
         return isinstance(value, numpy.dtype) or isinstance(value, type) and issubclass(value, numpy.generic)
     if name.startswith("'"):
-        return type(value) is str and value == name.strip("'")
+        return type(value) is str and value == name[1:-1]
+    if name == ONE_CHAR:
+        return isinstance(value, str) and len(value) == 1  # numpy's str_ too (AutoGluon keeps them in an array)
     if name == PARTIAL:
         return type(value) is functools.partial
     if exact_type:

@@ -143,16 +143,17 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
     model = _model_of(path)
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     opener = identity = None
-    if module.s3_utils.is_s3_url(path):
+    remote = remote_kind(path, module)
+    if remote == "s3":
         import boto3
 
         bucket, prefix = module.s3_utils.s3_path_to_bucket_prefix(s3_path=path)
         raw = boto3.resource("s3").Bucket(bucket).Object(prefix).get()["Body"].read()
-    elif "://" in path or getattr(module, "_is_web_url", lambda path: False)(path):
+    elif remote == "url":
         if not (arguments.get("trust_remote") or getattr(module, "_url_pickle_allowed", lambda: False)()):
             return original(*bound.args, **bound.kwargs)  # AutoGluon refuses remote pickles itself
         raw = None
-    else:
+    else:  # a local file, whatever its name looks like: AutoGluon opens it with open()
         compression_fn = extra.get("compression_fn")
         compression_map = module.compression_utils.get_compression_map()
         if compression_fn not in compression_map:
@@ -272,7 +273,7 @@ def apply_text(module) -> None:
 
     def load(path, *args, **kwargs):
         text_path = os.fspath(path)
-        if not is_active() or trust.is_url(text_path) or "://" in text_path:
+        if not is_active() or remote_kind(text_path):
             return original(path, *args, **kwargs)
         where = {"path": text_path, "model": None, "forced": trust.platform_forces_weights_only()}
         with files.open_for_load(text_path, **where) as fh:  # a missing file: the OS's own FileNotFoundError
@@ -294,8 +295,19 @@ def remove_text() -> None:
             module.load = module.load.__wrapped__
 
 
+def remote_kind(path: str, module=None) -> str | None:
+    """Where AutoGluon's loader reads ``path`` remotely (``trust.remote_kind``: one decision for the loader, the
+    text readers and trust); an AutoGluon older than 1.6 has no web-URL branch and opens such a path locally."""
+    kind = trust.remote_kind(path)
+    if kind == "url":
+        module = module if module is not None else sys.modules.get(TARGET_MODULE)
+        if module is not None and not hasattr(module, "_is_web_url"):
+            return None
+    return kind
+
+
 def _model_of(path: str) -> str | None:
-    if trust.is_url(path) or "://" in path:
+    if remote_kind(path):
         return None
     from . import scanner
 

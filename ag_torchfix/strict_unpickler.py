@@ -5,7 +5,10 @@ objects:
 - GLOBAL / STACK_GLOBAL resolve only allowlisted names (``allowlist.STRICT``) and the shims below;
 - REDUCE only on CONSTRUCT/CALL entries and shims, NEWOBJ only on CONSTRUCT classes, and no argument may be a
   class or a function unless that callee takes exactly that one (``allowlist.STRICT_CALLABLE_ARGS``; numpy's
-  ``__randomstate_ctor`` calls its second argument), nor a size genuine pickles never pass;
+  ``__randomstate_ctor`` calls its second argument); every call's arguments are one of the tuples its library's
+  ``__reduce__`` writes (``allowlist.STRICT_CALLS``: NEWOBJ with none, sizes and strides checked), and every value
+  made is checked against the invariants its library trusts (``value_invariants``: categorical codes, block
+  placements, tensor views, index lengths, frame states);
 - BUILD only on instances of CONSTRUCT classes, with ``__setstate__`` looked up on the *type* (pickle looks it
   up on the instance, so a first BUILD could plant one for a second); a state may not plant a dunder name
   (``allowlist.DUNDER_STATE``) and a slot state may only set the class's real ``__slots__``, so BUILD can never
@@ -13,7 +16,7 @@ objects:
   object lists crash numpy), and native model state is validated before the native library parses it
   (``native``);
 - SETITEM(S) only on dicts, OrderedDicts and shimmed defaultdicts, APPEND(S) only on lists, ADDITEMS only on
-  sets; BYTEARRAY8 bounded by the stream; no INST/OBJ, extension codes or persistent ids.
+  sets; no container gets more than ``allowlist.MAX_EQUAL_HASHES`` keys with one hash; BYTEARRAY8 bounded by the stream; no INST/OBJ, extension codes or persistent ids.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import math
 import pickle
 import struct
 
-from . import allowlist, pickle_scan, policy, shims
+from . import allowlist, pickle_scan, policy, shims, value_invariants
+from .value_invariants import ValueRefused
 
 
 # --- the policy: which objects may do what ----------------------------------------------------------
@@ -165,15 +169,28 @@ _UNTYPED = "torch.storage.UntypedStorage"  # what torch >= 2 pickles; its elemen
 _LEGACY_GLOBALS = frozenset(f"torch.{name}" for name in allowlist.STORAGE_ITEMSIZE) | {_UNTYPED}
 
 
+def _strict_new_index(cls, d):
+    """pandas' _new_Index with only the arguments pandas writes (value_invariants.index_problem)."""
+    import pandas
+
+    if not (isinstance(cls, type) and issubclass(cls, pandas.Index) and type(d) is dict):
+        raise pickle.UnpicklingError(f"_new_Index only rebuilds pandas indexes, not {cls!r}")
+    problem = value_invariants.index_problem(cls, d)
+    if problem:
+        raise ValueRefused(problem)
+    return shims.pickled_new_index(cls, d)
+
+
 _SHIMS = {
     "collections.defaultdict": _strict_defaultdict,
-    "pandas.core.indexes.base._new_Index": shims.pickled_new_index,
+    "pandas.core.indexes.base._new_Index": _strict_new_index,
     "functools.partial": _strict_partial,
     "torch.storage._load_from_bytes": _strict_load_from_bytes,
 }
 assert _SHIMS.keys() == allowlist.STRICT_SHIMS.keys()
 _objects = _Objects()
 _SETITEM_TYPES = (dict, collections.OrderedDict, collections.Counter)
+_EMPTY_MAKER = "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked"  # makes an empty array object that BUILD fills
 
 
 # --- the unpickler -----------------------------------------------------------------------------------
@@ -182,6 +199,11 @@ class StrictUnpickler(pickle._Unpickler):
     """pickle's own (Python) unpickler with every code-reaching opcode checked against the allowlist."""
 
     dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self._hashes = value_invariants.HashBudget()
+        self._unbuilt: dict[int, object] = {}
 
     def find_class(self, module, name):
         full = pickle_scan.normalise_global(module, name) if self.proto < 3 else f"{module}.{name}"
@@ -198,28 +220,55 @@ class StrictUnpickler(pickle._Unpickler):
     def load_reduce(self):
         self._callable(self.stack[-2], "REDUCE")
         self._arguments(self.stack[-2], self.stack[-1], "REDUCE")
+        func = self.stack[-2]
         super().load_reduce()
+        if func is _objects.resolved(_EMPTY_MAKER):
+            self._to_build(self.stack[-1])
+        else:
+            self._made(self.stack[-1])
     dispatch[pickle.REDUCE[0]] = load_reduce
 
     def load_newobj(self):
         self._constructible(self.stack[-2])
         self._arguments(self.stack[-2], self.stack[-1], "NEWOBJ")
         super().load_newobj()
+        self._to_build(self.stack[-1])
     dispatch[pickle.NEWOBJ[0]] = load_newobj
 
     def load_newobj_ex(self):
         self._constructible(self.stack[-3])
-        self._arguments(self.stack[-3], (self.stack[-2], tuple(self.stack[-1].values()) if isinstance(
-            self.stack[-1], dict) else self.stack[-1]), "NEWOBJ_EX")
+        self._arguments(self.stack[-3], (self.stack[-2], self.stack[-1]), "NEWOBJ_EX")
         super().load_newobj_ex()
+        self._to_build(self.stack[-1])
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
+    @staticmethod
+    def _made(obj) -> None:
+        problem = value_invariants.made_problem(obj)
+        if problem:
+            raise ValueRefused(problem)
+
+    def _to_build(self, obj) -> None:
+        """An object made empty: its values are checked when BUILD fills it, and it must be filled."""
+        if value_invariants.needs_build(obj):
+            self._unbuilt[id(obj)] = obj
+
+    def load(self):
+        obj = super().load()
+        if self._unbuilt:
+            raise ValueRefused(f"a {_describe(next(iter(self._unbuilt.values())))[2:]} is made but never given its "
+                               "state (genuine files always BUILD it)")
+        return obj
+
     def _arguments(self, func, args, opname: str) -> None:
-        """No class or function among the arguments unless the callee is known to take exactly that one, and no
-        size the file chooses where genuine pickles pass a fixed one."""
+        """The argument tuples genuine pickles pass (``allowlist.STRICT_CALLS``; NEWOBJ with none), and no class or
+        function among them unless the callee is known to take exactly that one."""
         name = _objects.name_of(func)
+        problem = value_invariants.call_problem(name or _describe(func), opname, args, _objects.resolved)
+        if problem:
+            raise ValueRefused(problem)
         allowed = allowlist.STRICT_CALLABLE_ARGS.get(name, ())
-        for value in _shallow(args):
+        for value in _shallow(args[0] if opname == "NEWOBJ_EX" else args):
             if not _is_code(value):
                 continue
             use = _objects.use_of(value)
@@ -227,9 +276,6 @@ class StrictUnpickler(pickle._Unpickler):
                        use == token.strip("<>") for token in allowed):
                 raise pickle.UnpicklingError(f"{opname} of {name or _describe(func)} with {_describe(value)} as an "
                                              "argument: it could call it")
-        if name in allowlist.STRICT_EMPTY_SHAPE and not (isinstance(args, tuple) and len(args) == 3
-                                                         and args[1] == (0,)):
-            raise pickle.UnpicklingError(f"{name} with a shape genuine pickles never pass (numpy would allocate it)")
 
     def _constructible(self, cls) -> None:
         if _objects.use_of(cls) != allowlist.CONSTRUCT:
@@ -246,13 +292,14 @@ class StrictUnpickler(pickle._Unpickler):
         elif _objects.use_of(cls) != allowlist.CONSTRUCT:
             raise pickle.UnpicklingError(f"BUILD on {_describe(inst)}: its type is not allowlisted")
         else:
-            problem = build_problem(inst, state)
+            problem = build_problem(inst, state) or value_invariants.state_problem(inst, state)
             if problem:
                 raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
         setstate = getattr(cls, "__setstate__", None)  # from the type: an instance cannot bring its own
         if setstate is not None and setstate is not getattr(object, "__setstate__", None):
             setstate(inst, state)
-            problem = _after_build(inst)
+            self._unbuilt.pop(id(inst), None)
+            problem = _after_build(inst) or value_invariants.made_problem(inst)
             if problem:
                 raise pickle.UnpicklingError(f"BUILD of {_describe(inst)}: {problem}")
             return
@@ -263,6 +310,8 @@ class StrictUnpickler(pickle._Unpickler):
             inst.__dict__.update(state)
         for key, value in (slotstate or {}).items():
             setattr(inst, key, value)
+        self._unbuilt.pop(id(inst), None)
+        self._made(inst)
     dispatch[pickle.BUILD[0]] = load_build
 
     def _check_setitem_target(self, target) -> None:
@@ -274,13 +323,25 @@ class StrictUnpickler(pickle._Unpickler):
 
     def load_setitem(self):
         self._check_setitem_target(self.stack[-3])
+        self._hashes.add(self.stack[-3], (self.stack[-2],))
         super().load_setitem()
     dispatch[pickle.SETITEM[0]] = load_setitem
 
     def load_setitems(self):
         self._check_setitem_target(self.metastack[-1][-1])
+        self._hashes.add(self.metastack[-1][-1], self.stack[::2])
         super().load_setitems()
     dispatch[pickle.SETITEMS[0]] = load_setitems
+
+    def load_dict(self):
+        self._hashes.once(self.stack[::2], "dict")
+        super().load_dict()
+    dispatch[pickle.DICT[0]] = load_dict
+
+    def load_frozenset(self):
+        self._hashes.once(self.stack, "frozenset")
+        super().load_frozenset()
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
 
     def load_append(self):
         if type(self.stack[-2]) is not list:
@@ -297,6 +358,7 @@ class StrictUnpickler(pickle._Unpickler):
     def load_additems(self):
         if type(self.metastack[-1][-1]) is not set:
             raise pickle.UnpicklingError(f"ADDITEMS to {_describe(self.metastack[-1][-1])} is not allowed")
+        self._hashes.add(self.metastack[-1][-1], self.stack)
         super().load_additems()
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
@@ -498,17 +560,17 @@ _SEQUENCE_CHECKS = {"numpy.ndarray": _ndarray_problem, "numpy.dtype": _dtype_sta
 
 
 def _after_build(inst) -> str | None:
-    """Checks that need the built object: a dtype against numpy's own reading of it; a tree estimator against
-    its tree (sklearn checks input width against the estimator, then trusts the tree's feature count)."""
+    """Checks that need the built object: a dtype against numpy's own reading of it; every other object through
+    ``native.check_built`` (sklearn estimators against the value invariants sklearn's predict path assumes and
+    their trees' widths; CatBoost models marked so that their predictions run in the sandbox)."""
     if _family(type(inst)) == "numpy.dtype":
         return _dtype_problem(inst)
-    if "tree_" in getattr(inst, "__dict__", {}):
-        from . import native
+    from . import native
 
-        try:
-            native.check_sklearn_estimator(inst)
-        except native.NativeStateError as exc:
-            return str(exc)
+    try:
+        native.check_built(inst)
+    except native.NativeStateError as exc:
+        return str(exc)
     return None
 
 

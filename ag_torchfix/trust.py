@@ -14,8 +14,8 @@ strict) load refused a file.  It comes from three places:
   the bytes being loaded hash to the listed value (``content_trust``: the caller hashes exactly the
   bytes it unpickles, so there is no gap between the check and the use).
 
-Paths are compared after one normalisation (``normalise``): only a leading ``s3://`` makes a URL;
-every other path is made absolute and ``realpath``-resolved; a prefix matches whole components; a
+Paths are compared after one normalisation (``normalise``): a path is a URL exactly where AutoGluon's own
+loader reads it remotely (``remote_kind``: s3 prefixes, and http(s) with a host); every other path is made absolute and ``realpath``-resolved; a prefix matches whole components; a
 local path never matches a URL prefix or the reverse.
 TORCH_FORCE_WEIGHTS_ONLY_LOAD always wins: when torch forces weights-only loading, trust never
 enables full pickle.
@@ -93,12 +93,29 @@ class trusted:
 
 # --- paths ----------------------------------------------------------------------------------------------
 
+def remote_kind(path: str) -> str | None:
+    """"s3" or "url" exactly where AutoGluon reads ``path`` remotely, None for a local file: AutoGluon's
+    ``s3_utils.is_s3_url`` ("s3" then "://" within the first six characters: s3://, s3a://, s3n://) and, since
+    AutoGluon 1.6, ``load_pkl._is_web_url`` (http or https with a host).  Everything else, "a://b" and
+    "file:///x" included, is a local path to AutoGluon and to trust.  (A test checks this against AutoGluon's
+    own functions.)"""
+    if path[:2] == "s3" and "://" in path[:6]:
+        return "s3"
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(path)
+    except ValueError:
+        return None
+    return "url" if parsed.scheme in ("http", "https") and parsed.netloc else None
+
+
 def is_url(path: str) -> bool:
-    return path.startswith("s3://")
+    return remote_kind(path) is not None
 
 
 def normalise(path: str | os.PathLike) -> str:
-    """The one spelling trust compares: ``s3://`` URLs as given (without a trailing slash), every other
+    """The one spelling trust compares: URLs (``remote_kind``) as given (without a trailing slash), every other
     path absolute and with symlinks resolved (a link inside a trusted directory that points elsewhere
     is not trusted)."""
     text = os.fspath(path)

@@ -45,6 +45,10 @@ ZOO_PREDICTORS = {
 }
 
 
+NOT_IN_TRAINING = frozenset({"strict_unpickler", "strict_mode", "dispatch", "native", "native_sandbox",
+                             "value_invariants", "scanner", "cli", "doctor", "lock", "__main__"})
+
+
 def stack_key() -> str:
     parts = [sys.version.split()[0]]
     for name in STACK_PACKAGES:
@@ -52,8 +56,10 @@ def stack_key() -> str:
             parts.append(f"{name}={md.version(name)}")
         except md.PackageNotFoundError:
             parts.append(f"{name}=-")
-    # the recipe, and the package (training on legacy fastai stacks depends on it)
-    for source in [ROOT / "tests" / "conftest.py", ROOT / "tests" / "helpers.py", *sorted((ROOT / "ag_torchfix").glob("*.py"))]:
+    # the recipe, and the package's modules that run while AutoGluon trains and saves (training on legacy fastai
+    # stacks depends on them); strict mode, the scanner and the command line never run during training
+    package = [p for p in sorted((ROOT / "ag_torchfix").glob("*.py")) if p.stem not in NOT_IN_TRAINING]
+    for source in [ROOT / "tests" / "conftest.py", ROOT / "tests" / "helpers.py", *package]:
         parts.append(hashlib.sha256(source.read_bytes()).hexdigest()[:12])
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
