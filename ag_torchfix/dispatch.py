@@ -66,6 +66,7 @@ NONE = "None"
 NUMPY_TYPE = "<numpy scalar type or dtype>"
 DATA = "<data>"  # any value that is not a class or function (walked like the rest)
 ONE_CHAR = "<one character>"  # a str of length 1 (AutoGluon's text symbols: escaped into a regular expression)
+DATETIME_FIELD = "<datetime field>"  # the name of a property of pandas' Series.dt (year, month, dayofweek, ...)
 DTYPES = (NUMPY_TYPE,)
 
 # File (path below the predictor root; "*" one component, "**" any number) -> (allowed top-level types, reader).
@@ -129,6 +130,8 @@ SLOTS: dict[str, tuple[tuple[str, ...], str]] = {
     # strings AutoGluon or sklearn compile into regular expressions at predict time: only what they write
     "CountVectorizer.token_pattern": ((NONE, "'(?u)\\b\\w\\w+\\b'"), "sklearn build_tokenizer: re.compile(token_pattern) "
                                       "(text n-grams; a pattern of the file's choosing can backtrack for hours)"),
+    "DatetimeFeatureGenerator.features[*]": ((DATETIME_FIELD,), "datetime.py _generate_features_datetime: "
+                                             "getattr(X[col].dt, feature).astype(np.int64)"),
     "TextSpecialFeatureGenerator._symbols[*]": ((ONE_CHAR,), "text_special.py _generate_features: "
                                                  "X.str.count('\\' + symbol), a regular expression"),
     "TextSpecialFeatureGenerator._symbols_per_feature[*][*]": ((ONE_CHAR,), "text_special.py _generate_features: "
@@ -569,6 +572,8 @@ def _is(value, name: str, *, exact_type: bool = False) -> bool:
         return isinstance(value, numpy.dtype) or isinstance(value, type) and issubclass(value, numpy.generic)
     if name.startswith("'"):
         return type(value) is str and value == name[1:-1]
+    if name == DATETIME_FIELD:
+        return isinstance(value, str) and _is_datetime_field(value)
     if name == ONE_CHAR:
         return isinstance(value, str) and len(value) == 1  # numpy's str_ too (AutoGluon keeps them in an array)
     if name == PARTIAL:
@@ -577,6 +582,17 @@ def _is(value, name: str, *, exact_type: bool = False) -> bool:
         return f"{type(value).__module__}.{type(value).__qualname__}" == name or type(value) is _resolve(name)
     target = _resolve(name)
     return target is not None and value is target
+
+
+# Series.dt properties that are numbers per row (AutoGluon casts each to int64); freq, tz, unit, date and time are not
+DATETIME_FIELDS = frozenset({
+    "year", "month", "day", "hour", "minute", "second", "microsecond", "nanosecond", "dayofweek", "day_of_week",
+    "weekday", "dayofyear", "day_of_year", "quarter", "days_in_month", "daysinmonth", "is_month_start", "is_month_end",
+    "is_quarter_start", "is_quarter_end", "is_year_start", "is_year_end", "is_leap_year"})
+
+
+def _is_datetime_field(name: str) -> bool:
+    return name in DATETIME_FIELDS
 
 
 @functools.lru_cache(maxsize=None)

@@ -44,6 +44,8 @@ allowlisted names.  It compensates for these behaviours of torch's ``_weights_on
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import importlib
 import inspect
@@ -69,6 +71,10 @@ ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
 # survives (it crashed at 200k).
 TORCH_LIMITS = pickle_scan.Limits(objects=1_000_000, memo=500_000, depth=1_000, calls=50_000, opcodes=750_000,
                                   nesting=100)
+# Strict mode's files (AutoGluon's own pickles) may be larger than the fastai internals (a forest, cached data):
+# the default bounds, with the internals' nesting bound (genuine files nest under 50; code that later walks or
+# deep-copies what the file nests recurses once per level).  Calls are checked at run time (STRICT_CALLS).
+STRICT_LIMITS = dataclasses.replace(pickle_scan.DEFAULT_LIMITS, nesting=TORCH_LIMITS.nesting)
 # CPython hashes an int k below the modulus (sys.hash_info.modulus) as k itself: such keys have distinct hashes.
 HASH_MODULUS = (1 << 61) - 1
 # Elements of one tensor (genuine: at most 20,000).  A view lies inside its storage, whose record size is checked
@@ -128,7 +134,7 @@ def fastai_internals() -> Profile:
 def strict() -> Profile:
     """The profile of AutoGluon's own pickles in strict mode (checked at run time by ``StrictUnpickler``)."""
     return Profile("strict", {e.name: e for e in allowlist.STRICT}, allowlist.STRICT_SHIMS,
-                   torch_opcodes_only=False, check_calls=False, limits=pickle_scan.DEFAULT_LIMITS)
+                   torch_opcodes_only=False, check_calls=False, limits=STRICT_LIMITS)
 
 
 def judge(scan: pickle_scan.ScanResult, profile: Profile, rules: TorchRules | None = None) -> Judgement:

@@ -157,7 +157,8 @@ def internals_of():
 # Makefile runs them once, on the current stack unforced, and sets AG_TORCHFIX_TEST_ONCE=0 for the other rows of
 # the matrix, which skip them (`make test` stays well under 30 minutes).
 RUN_ONCE = {"test_pickle_scan", "test_catalogue", "test_native", "test_strict_attacks", "test_scan_formats",
-            "test_fuzz_findings", "test_bounds", "test_scan_roles", "test_spellings", "test_redteam_materialize"}
+            "test_fuzz_findings", "test_bounds", "test_scan_roles", "test_spellings", "test_redteam_materialize",
+            "test_strict_values"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -179,6 +179,45 @@ def test_a_feature_generator_named_by_string_is_not_imported(zoo_copy):
     assert scan_strict(predictor)[0] != 0
 
 
+def test_params_aux_smuggled_in_a_series_is_refused(zoo_copy):
+    """A Series answers ``params_aux["key"]`` and ``.get`` like the dict AutoGluon writes: the value reached
+    through it is the same import; strict mode requires the dict (issue 18)."""
+    import pandas as pd
+
+    predictor = zoo_copy("zoo-multiclass")
+    path = predictor / "models" / "LinearModel" / "model.pkl"
+    model = load_obj(path)
+    if not hasattr(model, "_model_specific_feature_generators"):
+        pytest.skip("this AutoGluon has no model-specific feature generators")
+    model._model_specific_feature_generators = "NOTSET"
+    params = dict(model.params_aux)
+    params["model_specific_feature_generator_kwargs"] = {"feature_generators": [["wave:Error", {}]]}
+    model.params_aux = pd.Series(params, dtype=object)
+    dump_obj(model, path)
+    live = run_autogluon(predictor, "LinearModel", strict=False)
+    assert "No module named" not in live.stderr and ("wave" in live.stderr or "Error()" in live.stderr), live.stderr
+    strict_refuses(predictor, "LinearModel", match="AutoGluon writes a dict there")
+    assert scan_strict(predictor)[0] != 0
+
+
+def test_a_local_path_that_looks_like_a_url_is_loaded_strictly(zoo_copy, tmp_path):
+    """AutoGluon reads 'dir/evil://x' as a local file (only s3 and http(s) with a host are remote): strict mode
+    must not hand it to AutoGluon's own full-pickle loader (issue 18)."""
+    source = zoo_copy("zoo-multiclass")
+    (tmp_path / "evil:").mkdir()
+    shutil.move(str(source), str(tmp_path / "evil:" / "p"))
+    predictor = f"{tmp_path / 'evil:'}//p"
+    assert "://" in predictor and os.path.isdir(predictor)
+    marker = tmp_path / "ran"
+    dump_obj(OsSystem(marker), pathlib.Path(predictor) / "models" / "LightGBM" / "model.pkl")
+    run_autogluon(predictor, "LightGBM", strict=False)
+    assert marker.exists()  # plain AutoGluon runs it
+    marker.unlink()
+    result = run_autogluon(predictor, "LightGBM", strict=True)
+    assert result.returncode != 0 and "DisallowedGlobalsError" in result.stderr, result.stderr[-2000:]
+    assert not marker.exists()
+
+
 # --- native state ---------------------------------------------------------------------------------------
 
 def _first_tree_model(predictor: pathlib.Path):

@@ -254,3 +254,17 @@ def test_a_class_inside_categorical_values_is_seen():
     series = pd.Series(pd.Categorical([False, AbstractNativeCompiler]), index=["save_in_pkl", "load"])
     assert series.load is AbstractNativeCompiler  # a Series answers attribute reads by label
     refused(pickle.dumps({"compiler": series}), "the class autogluon.tabular.models.rf.compilers.native")
+
+
+def test_a_datetime_feature_is_a_numeric_field_of_series_dt():
+    """DatetimeFeatureGenerator reads getattr(X[col].dt, feature).astype(np.int64) for each name the file lists."""
+    from autogluon.features.generators import DatetimeFeatureGenerator
+
+    frame = pd.DataFrame({"when": pd.to_datetime(["2024-01-02", "2025-03-04"] * 10)})
+    generator = _generator(DatetimeFeatureGenerator, frame)
+    assert strict_mode.load_pickle(pickle.dumps(generator), path="/nonexistent/x.pkl").features
+    generator.features = ["year", "tz_localize"]
+    data = pickle.dumps(generator)
+    result = live(data, "import pandas as pd; obj.transform(pd.DataFrame({'when': pd.to_datetime(['2024-01-02'])}))")
+    assert b"AttributeError" in result.stderr  # a method has no astype: untyped, at predict
+    refused(data, "datetime field")
