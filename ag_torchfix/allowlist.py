@@ -560,7 +560,7 @@ STRICT_PARTIAL_FUNCS: dict[str, str] = {
 # --- strict mode: the arguments of every call, and the values the libraries trust -------------------------
 # Genuine AutoGluon pickles construct every class with NEWOBJ and no arguments (then BUILD); the only calls with
 # arguments are these rebuild functions and value types, each with the argument tuples its library's own
-# __reduce__ writes (measured over the CPU zoo and the writers' goldens: tools/sweep_strict.py --calls).  A call
+# __reduce__ writes (measured over the CPU zoo and the writers' goldens: tools/sweep_values.py).  A call
 # not listed here, or with other arguments, is refused before it runs: an admitted constructor called with sizes,
 # shapes or strides of the file's choosing allocates or reads what the file says.
 _TIMEDELTA, _NDARRAY = made("datetime.timedelta"), made("numpy.ndarray")

@@ -148,7 +148,7 @@ NAMED_KEYS = ("DiGraph._node", "DiGraph._succ", "DiGraph._pred", "DiGraph._adj")
 
 # Attributes AutoGluon reads from every object of these classes (its own code has no fallback: a missing one is an
 # AttributeError at load or predict).  The attributes present in every genuine file of the CPU zoo (AutoGluon
-# 1.6.3) and of the writers' goldens (AutoGluon 1.1-1.6): tools/sweep_attributes.py.  Owners match by MRO.
+# 1.6.3) and of the writers' goldens (AutoGluon 1.1-1.6): tools/sweep_values.py.  Owners match by MRO.
 REQUIRED_ATTRIBUTES: dict[str, frozenset[str]] = {
     "TabularPredictor": frozenset({
         "_learner", "_learner_type", "_trainer", "fit_hyperparameters_", "sample_weight", "verbosity",

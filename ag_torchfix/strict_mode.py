@@ -160,6 +160,7 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
             return original(*bound.args, **bound.kwargs)  # AutoGluon's own error for bad arguments
         path = module.compression_utils.get_validated_path(path, compression_fn=compression_fn)
         where["path"] = path
+        _refuse_linked_directory(path, where)
         if compression_fn is not None:
             open_compressed = compression_map[compression_fn]["open"]
             kwargs = extra.get("compression_fn_kwargs") or {}
@@ -213,6 +214,7 @@ def _checked_xgboost_bytes(path: str) -> bytes:
     from . import native
 
     model = _model_of(path)
+    _refuse_linked_directory(path, {"path": path, "model": model, "forced": trust.platform_forces_weights_only()})
     with files.open_for_load(path, path=path, model=model) as fh:
         raw = fh.read()
         identity = files.identity(fh)
@@ -304,6 +306,21 @@ def remote_kind(path: str, module=None) -> str | None:
         if module is not None and not hasattr(module, "_is_web_url"):
             return None
     return kind
+
+
+def _refuse_linked_directory(path: str, where: dict) -> None:
+    """A directory inside the predictor that is a symlink: AutoGluon would read another tree through it, which
+    ``ag-torchfix scan`` does not follow (it reports it unreadable); strict mode refuses it the same way."""
+    from . import scanner
+
+    root, rel = scanner.predictor_root(path)
+    if root is None:
+        return
+    for i in range(1, len(rel)):
+        directory = os.path.join(root, *rel[:i])
+        if os.path.islink(directory):
+            raise UnreadableFileError(f"{os.path.join(*rel[:i])} is a symlinked directory inside the predictor "
+                                      "(genuine predictors have none; scan does not follow it)", **where)
 
 
 def _model_of(path: str) -> str | None:

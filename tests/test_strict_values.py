@@ -268,3 +268,24 @@ def test_a_datetime_feature_is_a_numeric_field_of_series_dt():
     result = live(data, "import pandas as pd; obj.transform(pd.DataFrame({'when': pd.to_datetime(['2024-01-02'])}))")
     assert b"AttributeError" in result.stderr  # a method has no astype: untyped, at predict
     refused(data, "datetime field")
+
+
+def test_a_symlinked_model_directory_is_refused_like_scan_reports_it(zoo_predictors, tmp_path):
+    """scan --strict does not follow a symlinked directory (unreadable, exit 3); the strict load refuses it too."""
+    import shutil
+
+    from autogluon.common.loaders import load_pkl
+
+    source = zoo_predictors["zoo-multiclass"]
+    predictor = tmp_path / "p"
+    (predictor / "models").mkdir(parents=True)
+    shutil.copy(source / "predictor.pkl", predictor / "predictor.pkl")
+    shutil.copytree(source / "models" / "LightGBM", tmp_path / "elsewhere")
+    (predictor / "models" / "LightGBM").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    out = subprocess.run([sys.executable, "-m", "ag_torchfix", "scan", "--strict", str(predictor)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 3, out.stdout
+    with ag_torchfix.strict(), pytest.raises(ag_torchfix.UnreadableFileError, match="symlinked directory"):
+        load_pkl.load(path=str(predictor / "models" / "LightGBM" / "model.pkl"))
+    with ag_torchfix.strict():  # the same file through a real directory loads
+        assert load_pkl.load(path=str(source / "models" / "LightGBM" / "model.pkl")).name == "LightGBM"
