@@ -190,6 +190,7 @@ _SHIMS = {
 assert _SHIMS.keys() == allowlist.STRICT_SHIMS.keys()
 _objects = _Objects()
 _SETITEM_TYPES = (dict, collections.OrderedDict, collections.Counter)
+_IMMUTABLE = (str, bytes, int, float, bool, type(None), type)
 _EMPTY_MAKER = "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked"  # makes an empty array object that BUILD fills
 
 
@@ -204,6 +205,7 @@ class StrictUnpickler(pickle._Unpickler):
         super().__init__(file, **kwargs)
         self._hashes = value_invariants.HashBudget()
         self._unbuilt: dict[int, object] = {}
+        self._sealed: dict[int, object] = {}  # built, or passed to a call: no BUILD may change it (ids kept alive)
 
     def find_class(self, module, name):
         full = pickle_scan.normalise_global(module, name) if self.proto < 3 else f"{module}.{name}"
@@ -220,6 +222,9 @@ class StrictUnpickler(pickle._Unpickler):
     def load_reduce(self):
         self._callable(self.stack[-2], "REDUCE")
         self._arguments(self.stack[-2], self.stack[-1], "REDUCE")
+        for value in _shallow(self.stack[-1]):
+            if not isinstance(value, _IMMUTABLE):
+                self._sealed[id(value)] = value
         func = self.stack[-2]
         super().load_reduce()
         if func is _objects.resolved(_EMPTY_MAKER):
@@ -285,6 +290,10 @@ class StrictUnpickler(pickle._Unpickler):
         state = self.stack.pop()
         inst = self.stack[-1]
         cls = type(inst)
+        if id(inst) in self._sealed:  # a value checked when it was made, or handed to a call, cannot change after
+            raise pickle.UnpicklingError(f"BUILD of {_describe(inst)} after it was built or passed to a call "
+                                         "(genuine files build an object once, before using it)")
+        self._sealed[id(inst)] = inst
         if cls is functools.partial:  # made by the partial shim; its state names the function again
             if not (isinstance(state, tuple) and len(state) == 4):
                 raise pickle.UnpicklingError("malformed functools.partial state")

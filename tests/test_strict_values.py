@@ -289,3 +289,14 @@ def test_a_symlinked_model_directory_is_refused_like_scan_reports_it(zoo_predict
         load_pkl.load(path=str(predictor / "models" / "LightGBM" / "model.pkl"))
     with ag_torchfix.strict():  # the same file through a real directory loads
         assert load_pkl.load(path=str(source / "models" / "LightGBM" / "model.pkl")).name == "LightGBM"
+
+
+def test_a_value_cannot_be_rebuilt_after_it_was_checked():
+    """A second BUILD of the codes array behind a checked Categorical would make its codes point past the
+    categories after the check: every object is built once, before it is used."""
+    codes = np.array([0, 1], dtype=np.int8)
+    first = pickle.dumps(codes, protocol=3)  # no frames: bytes can be appended
+    again = pickle.dumps(np.array([0, 120], dtype=np.int8).__reduce__()[2], protocol=3)[2:-1]  # its state only
+    data = first[:-1] + b"2" + again + b"b0."  # DUP, state, BUILD, POP
+    assert list(pickle.loads(data)) == [0, 120]  # plain pickle rebuilds it
+    refused(data, "after it was built or passed to a call")
