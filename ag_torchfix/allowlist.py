@@ -623,7 +623,9 @@ STRICT_INVARIANTS: dict[str, str] = {
         "at most MAX_RANGE_INDEX positions: 24 bytes of state describe any length, which AutoGluon and pandas "
         "materialise (reindex, _values) at predict",
     "pandas.core.indexes.base.Index":
-        "built from an array only (data, dtype, name): Index(**d) accepts scalars, ranges and tuples it expands",
+        "built from an array and a name only (what Index.__reduce__ writes): Index(**d) passes any keyword on (a dtype "
+        "string makes sparse or Arrow arrays strict mode never reviewed); at most MAX_EQUAL_HASHES object labels share a "
+        "Python hash (pandas' hash table of them, built by Categorical and get_loc at predict, is quadratic)",
     "pandas.core.frame.DataFrame":
         "state keys are pandas' own (_mgr, _typ, _metadata, _attrs, _flags): NDFrame.__setstate__ sets every other "
         "key as an attribute, which code reading the frame may call or trust",
@@ -647,6 +649,6 @@ STRICT_FRAME_STATE = {
     "pandas.core.series.Series": frozenset({"_mgr", "_typ", "_metadata", "_attrs", "attrs", "_flags", "_name", "_data", "name"}),
 }
 STRICT_INDEX_ARGS = {
-    "pandas.core.indexes.base.Index": frozenset({"data", "name", "dtype"}),
+    "pandas.core.indexes.base.Index": frozenset({"data", "name"}),
     "pandas.core.indexes.range.RangeIndex": frozenset({"start", "stop", "step", "name"}),
 }

@@ -138,6 +138,14 @@ SLOTS: dict[str, tuple[tuple[str, ...], str]] = {
                                                                 "X.str.count('\\' + symbol), a regular expression"),
 }
 
+# Containers AutoGluon iterates (``for x in c``): they must be sequences, never a dict, whose iteration yields keys
+# that the item rows above (``...[*]``) never see.
+SEQUENCES: dict[str, str] = {
+    "TextSpecialFeatureGenerator._symbols": "text_special.py _filter_symbols: for symbol in symbols",
+    "TextSpecialFeatureGenerator._symbols_per_feature[*]": "text_special.py _generate_features: for symbol in symbols",
+    "DatetimeFeatureGenerator.features": "datetime.py _generate_features_datetime: for feature in self.features",
+}
+
 # Names AutoGluon joins into paths: they must be plain file names (no separator, no '..').
 NAMES: dict[str, str] = {
     "DiGraph._node[*][path]": "core/trainer/abstract_trainer.py load_model: os.path.join(self.path, *path)",
@@ -173,11 +181,14 @@ REQUIRED_ATTRIBUTES: dict[str, frozenset[str]] = {
 MAX_VISITS = 2_000_000
 MAX_MODULE_WALK = 100_000  # modules one recursive torch walk visits (genuine networks: a few dozen)
 _LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_PLAIN_CONTAINERS = (dict, list, tuple, set, frozenset)
 _MISSING = object()
 
 
-def check_file(obj, path: str) -> str | None:
-    """Why ``obj``, just loaded strictly from ``path``, is not what AutoGluon writes there; None if it is."""
+def check_file(obj, path: str, expected: type | None = None) -> str | None:
+    """Why ``obj``, just loaded strictly from ``path``, is not what AutoGluon writes there; None if it is.
+    ``expected``: the class whose ``load`` will read it, when the caller knows it (the scanner reads it from the
+    trainer's model graph and the bag); otherwise it is found in the calling frame."""
     from .scanner import predictor_root
 
     root, rel = predictor_root(path)
@@ -185,6 +196,9 @@ def check_file(obj, path: str) -> str | None:
         problem = _check_kind(obj, "/".join(rel))
         if problem:
             return problem
+    if expected is not None and type(obj) is not expected:
+        return (f"AutoGluon loads this file as a {_name(expected)} ({expected.__qualname__}.load), but it holds a "
+                f"{_name(type(obj))}")
     problem = _check_dispatching_class(obj)
     if problem:
         return problem
@@ -243,6 +257,10 @@ def _walk(root) -> str | None:
                     continue
                 if DATA not in allowed or _is_callable_value(value):
                     continue  # a checked slot: its value is one AutoGluon writes there
+            elif table is SEQUENCES:
+                if not (type(value) in (list, tuple) or type(value).__name__ == "ndarray"):
+                    return (f"{_slot(owner, trail)} holds {_describe(value)}; AutoGluon iterates a list there "
+                            f"({SEQUENCES[key]})")
             else:
                 problem = _plain_name(value, f"{_slot(owner, trail)} ({NAMES[key]})")
                 if problem:
@@ -262,7 +280,7 @@ def _walk(root) -> str | None:
             continue
         if isinstance(value, dict):
             named = (_qualnames(owner) & _NAMED_OWNERS) and trail[-1:] and f"{trail[-1]}" in _NAMED_ATTRS
-            for key, item in _bounded(value.items()):
+            for key, item in _bounded(dict.items(value)):  # dict's own method: an instance may shadow .items
                 if _is_callable_value(key):
                     return f"{_slot(owner, trail)} uses {_describe(key)} as a key"
                 if named:
@@ -270,10 +288,13 @@ def _walk(root) -> str | None:
                     if problem:
                         return problem
                 todo.append((item, owner, trail + (f"[{key}]" if isinstance(key, str) else "[*]",)))
-            continue
-        if isinstance(value, (list, tuple, set, frozenset)):
-            todo.extend((item, owner, trail + ("[*]",)) for item in _bounded(value))
-            continue
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            todo.extend((item, owner, trail + ("[*]",)) for item in _bounded(iter(value)))
+        if isinstance(value, (dict, list, tuple, set, frozenset)):
+            if type(value) in _PLAIN_CONTAINERS:
+                continue
+            # a subclass (ParamsAuxDict, OrderedDict, a namedtuple ...): its instance attributes are walked like an
+            # object's, and may not shadow its methods (AutoGluon calls params_aux.get)
         problem = _object_rule(value)
         if problem:
             return problem
@@ -291,7 +312,7 @@ def _walk(root) -> str | None:
 def _index() -> dict[str, list[tuple[str, tuple[str, ...], dict, str]]]:
     """Table rows by attribute: "Owner.attr[a][*]" -> index[".attr"] = [(Owner, ("[a]", "[*]"), table, key)]."""
     index: dict[str, list] = {}
-    for table in (SLOTS, NAMES):
+    for table in (SLOTS, NAMES, SEQUENCES):
         for key in table:
             owner, _, rest = key.partition(".")
             attr, sep, tail = rest.partition("[")
@@ -409,7 +430,7 @@ def _graph_children(node):
         if type(value).__module__.startswith(_AG) and hasattr(value, "__dict__") or _is_module(value):
             found.append((value, False))
         elif isinstance(value, dict):
-            stack.extend(value.values())
+            stack.extend(dict.values(value))
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
     return found

@@ -373,6 +373,53 @@ def _strict_loaded(path: str) -> bool:
             or (rel[:1] == ["utils"] and rel[-1].endswith(".pkl")))
 
 
+def _expected_class(path: str) -> type | None:
+    """The class whose ``load`` AutoGluon calls for a model file, as the strict load sees it in the calling frame:
+    a model graph node's ``type`` (models/<name>/model.pkl), a bag's ``_child_type`` (its children and template).
+    Read from the trainer and the bag, strictly loaded (a file that does not load has its own verdict)."""
+    root, rel = predictor_root(path)
+    if root is None or len(rel) < 3 or rel[0] != "models":
+        return None
+    if len(rel) == 3 and rel[2] == "model.pkl":
+        trainer = _strict_object(os.path.join(root, "models", "trainer.pkl"))
+        nodes = getattr(getattr(trainer, "model_graph", None), "_node", None)
+        if isinstance(nodes, dict):
+            for node in dict.values(nodes):
+                if isinstance(node, dict) and node.get("path") == [rel[1]] and isinstance(node.get("type"), type):
+                    return node["type"]
+        return None
+    if len(rel) == 4 and (rel[3] == "model.pkl" or rel[2:] == ["utils", "model_template.pkl"]):
+        child_type = getattr(_strict_object(os.path.join(root, "models", rel[1], "model.pkl")), "_child_type", None)
+        return child_type if isinstance(child_type, type) else None
+    return None
+
+
+def _strict_object(path: str):
+    """A predictor file strictly loaded (cached by path, size and modification time), or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _strict_object_cached(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _strict_object_cached(path: str, size: int, mtime: int):
+    from . import strict_mode
+    from .errors import SecureLoadError
+
+    raw = files.read_bounded(path, _MAX_EXPECTATION_FILE)
+    if raw is None:
+        return None
+    try:
+        return strict_mode.load_pickle(raw, path=path)
+    except (SecureLoadError, ImportError):
+        return None
+
+
+_MAX_EXPECTATION_FILE = 1 << 30  # a trainer or bag read for the classes it names
+
+
 def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> FileReport:
     """Put the file through strict mode's own load (restricted unpickler, native checks, AutoGluon's
     expectations): the verdict strict mode would reach.  Nothing from the file runs."""
@@ -392,7 +439,7 @@ def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> Fi
             opener = {"gzip-pickle": gzip.GzipFile, "bz2-pickle": bz2.BZ2File, "xz-pickle": lzma.LZMAFile}[kind]
             raw_opener = opener
             opener = lambda stream: raw_opener(fileobj=stream)  # noqa: E731
-        strict_mode.load_pickle(raw, path=path, model=model, opener=opener)
+        strict_mode.load_pickle(raw, path=path, model=model, opener=opener, expected=_expected_class(path))
     except UnreadableFileError as exc:
         report.verdict, report.error = UNREADABLE, exc.reason
     except SecureLoadError as exc:

@@ -63,9 +63,10 @@ def set_process_default(enabled: bool) -> None:
 
 # --- loading one file ----------------------------------------------------------------------------------
 
-def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None):
+def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None, expected: type | None = None):
     """Scan, then strictly unpickle, a pickle's bytes (``opener(raw)`` decompresses them when AutoGluon
-    wrote them compressed), then check the object against what AutoGluon writes at ``path``."""
+    wrote them compressed), then check the object against what AutoGluon writes at ``path`` (``expected``: the
+    class whose ``load`` AutoGluon will call for it, when the caller knows it: the scanner)."""
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     stream = (lambda: opener(io.BytesIO(data))) if opener is not None else (lambda: io.BytesIO(data))
     try:
@@ -92,7 +93,7 @@ def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None
     from . import dispatch
 
     try:
-        problem = dispatch.check_file(obj, path)
+        problem = dispatch.check_file(obj, path, expected=expected)
     except Exception as exc:  # a check that cannot even compare the object's values: refuse, typed
         problem = f"its object cannot be checked against what AutoGluon writes there ({type(exc).__name__}: {exc})"
     if problem:

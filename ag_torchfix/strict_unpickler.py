@@ -505,6 +505,9 @@ def _ndarray_problem(inst, state) -> str | None:
     if dtype.hasobject and (dtype.names is not None or type(data) is not list or len(data) != math.prod(shape)):
         return (f"an object array of shape {shape} needs a list of exactly {math.prod(shape)} items "
                 "(numpy reads past a shorter list)")
+    if dtype.itemsize == 0 and math.prod(shape) > 0:
+        return (f"an array of {math.prod(shape)} items of a zero-size dtype ({dtype}): no bytes back its shape, and "
+                "code converting it allocates per item (numpy writes no such arrays)")
     return None
 
 

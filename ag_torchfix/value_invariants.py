@@ -299,11 +299,35 @@ def index_problem(cls, d: dict) -> str | None:
             data = d.get("data")
             if not bool(type_names(type(data)) & {"numpy.ndarray", "pandas.core.arrays.base.ExtensionArray"}):
                 return f"a pandas {cls.__name__} built from a {type(data).__name__}, not an array"
-            return None
+            return label_hash_problem(data)
     return f"a pandas {cls.__name__}, which strict mode does not rebuild"
 
 
 # --- hash flooding ---------------------------------------------------------------------------------------
+
+def label_hash_problem(data) -> str | None:
+    """Object labels that share a Python hash: pandas' hash table for them (built by get_loc, by Categorical's
+    check that categories are unique, by isin) is quadratic.  (Numeric labels hash with pandas' own function:
+    not checked here.)"""
+    import numpy
+
+    if not isinstance(data, numpy.ndarray) or not data.dtype.hasobject or len(data) <= allowlist.MAX_EQUAL_HASHES:
+        return None
+    counts = collections.Counter(hash(v) for v in data.ravel() if type(v) is not str and _hashable(v))
+    worst = max(counts.values(), default=0)
+    if worst > allowlist.MAX_EQUAL_HASHES:
+        return f"{worst} labels of one pandas index share a hash (pandas' hash table for them is quadratic)"
+    return None
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 
 class HashBudget:
     """Counts, per container, the keys that share one hash (str keys excepted: their hash is randomised per
