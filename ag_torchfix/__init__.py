@@ -24,6 +24,7 @@ _LAZY = {
     "UnreadableFileError": "errors",
     "UnsupportedTorchError": "errors",
     "LockMismatchError": "errors",
+    "NativeSandboxError": "errors",
     "AgTorchfixWarning": "errors",
     "TrustedFallbackWarning": "errors",
     "ConfigurationWarning": "errors",

@@ -27,6 +27,7 @@ AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
 AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
 AUTOGLUON_XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
 AUTOGLUON_TEXT_MODULES = ("autogluon.common.loaders.load_str", "autogluon.common.loaders.load_json")
+CATBOOST_MODULE = "catboost.core"  # strict mode's prediction sandbox for CatBoost models from untrusted files
 
 ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
@@ -52,6 +53,7 @@ def install(*, strict: bool | None = None, how: str = "explicit") -> None:
         import_hooks.when_imported(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.when_imported(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
         import_hooks.when_imported(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
+        import_hooks.when_imported(CATBOOST_MODULE, _patch_catboost)
         for name in AUTOGLUON_TEXT_MODULES:
             import_hooks.when_imported(name, _patch_text)
 
@@ -68,13 +70,15 @@ def uninstall() -> None:
         import_hooks.discard(AUTOGLUON_FASTAI_MODULE, _patch_autogluon)
         import_hooks.discard(AUTOGLUON_LOAD_PKL_MODULE, _patch_load_pkl)
         import_hooks.discard(AUTOGLUON_XGBOOST_MODULE, _patch_xgboost)
+        import_hooks.discard(CATBOOST_MODULE, _patch_catboost)
         for name in AUTOGLUON_TEXT_MODULES:
             import_hooks.discard(name, _patch_text)
-        from . import autogluon_patch, strict_mode, torch_scope
+        from . import autogluon_patch, native_sandbox, strict_mode, torch_scope
 
         autogluon_patch.remove()
         strict_mode.remove()
         strict_mode.remove_xgboost()
+        native_sandbox.remove_catboost()
         strict_mode.remove_text()
         strict_mode.set_process_default(False)
         _unpatch_fastai_load_model()
@@ -144,6 +148,12 @@ def _patch_xgboost(module) -> None:
     from . import strict_mode
 
     strict_mode.apply_xgboost(module)
+
+
+def _patch_catboost(module) -> None:
+    from . import native_sandbox
+
+    native_sandbox.apply_catboost(module)
 
 
 def _patch_text(module) -> None:

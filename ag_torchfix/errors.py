@@ -105,3 +105,16 @@ def _trust_target(path: str | None) -> str:
     if "models" in parts:
         return os.sep.join(parts[: len(parts) - 1 - parts[::-1].index("models")]) or path
     return os.path.dirname(path) or path
+
+
+class NativeSandboxError(SecureLoadError):
+    """Strict mode runs the predictions of a native model it cannot fully validate (a CatBoost model from an
+    untrusted file) in a sandbox process, and that process crashed, hung, exhausted its limits or returned something
+    other than the prediction array.  The interpreter itself was never at risk."""
+
+    def __init__(self, reason: str, *, model: str | None = None):
+        self.reason = reason
+        self.path = None
+        self.model = model
+        self.forced = False
+        UnpicklingError.__init__(self, f"ag_torchfix stopped a sandboxed {model or 'native'} prediction: {reason}")

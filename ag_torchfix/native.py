@@ -1,4 +1,4 @@
-"""Checks on the state that strict mode hands to native libraries (GitHub issue 9, item 3).
+"""Checks on the state that strict mode hands to native libraries (GitHub issues 9 and 18).
 
 The restricted unpickler decides *which* objects a pickle may build; it cannot tell whether the arrays
 and blobs those objects restore themselves from are well formed.  The native code behind them trusts
@@ -9,10 +9,17 @@ reads past the end of a truncated file.  A crash or hang of the interpreter is n
 
 * ``check_sklearn_tree``   - sklearn ``Tree`` state, checked before ``Tree.__setstate__`` copies it;
   ``check_sklearn_estimator`` then ties the tree's width to its estimator's ``n_features_in_``;
+* ``check_built``          - every object strict mode builds, right after its BUILD: sklearn estimators
+  against ``SKLEARN_INVARIANTS`` (class -> the value invariants sklearn's predict path assumes without
+  checking, each with the library code that relies on it), CatBoost models marked for the prediction
+  sandbox (``native_sandbox``);
 * ``check_lightgbm_model`` - the model text a ``lightgbm.basic.Booster`` state holds (``_handle``),
   parsed with the same (stricter) grammar LightGBM reads, checked before ``LGBM_BoosterLoadModelFromString``;
+  single-leaf trees exactly as ``Tree::ToString`` writes them (with or without their one leaf weight);
 * ``check_xgboost_model``  - the bytes of ``xgb.ubj``, decoded by a small bounded UBJSON reader and
-  checked against the model schema XGBoost 3.x writes, before XGBoost's own reader sees them;
+  checked against the model schema XGBoost 3.x writes, before XGBoost's own reader sees them: trees,
+  categorical splits as ``RegTree::LoadCategoricalSplit`` reads them (within a bitfield budget), the
+  categorical re-coder as ``CatContainer::Load`` / ``enc::Recode`` use it, and a bounded ``num_feature``;
 * ``check_catboost_blob``  - CatBoost's binary model format (flatbuffers plus CTR tables) is too large
   to re-implement, so the blob is loaded, and two rows predicted, in a sandbox child process; a child
   killed by a signal, exiting non-zero or outliving the timeout means refusal.
@@ -24,12 +31,15 @@ Fork is the default on Linux (``AG_TORCHFIX_NATIVE_SANDBOX=subprocess`` forces t
 platforms use it always).  A forked child only loads and predicts with CatBoost (its own thread pool,
 one thread) and leaves with ``os._exit``; should it deadlock on a lock another thread held at fork
 time, the timeout is retried once in a fresh interpreter before the blob is refused.  Verdicts are
-cached by SHA-256.  The sandbox catches what crashes on load or on two plain rows; it cannot prove a
-blob safe for every input - a blob whose defect only some other row reaches still passes.
+cached by SHA-256.  The probe proves that the blob loads, not that every row is safe: CTR bucket
+indexes, borders and leaf offsets are only reached by the rows that use them (issue 18 shows a blob
+whose CTR buckets point past their values: the probe passes, rows with a known category crash).  So a
+model that only the probe has seen stays unvalidated, and every prediction it makes runs in a forked
+sandbox (``native_sandbox``, on this module's ``fork_run``).
 
 XGBoost decision: checked in-process (no sandbox): ``xgb.ubj`` is plain UBJSON with a documented tree
 schema, so every index XGBoost follows can be verified; anything outside the schema XGBoost 3.x writes
-for AutoGluon (gbtree, scalar trees, no deleted nodes, no categorical re-coder) is refused.
+for AutoGluon (gbtree, scalar trees, no deleted nodes) is refused.
 
 Each validator raises ``NativeStateError`` with a one-line reason, or returns None.  They are pure
 Python and numpy, import no native library at module import, and stay bounded in time and memory on
@@ -49,7 +59,8 @@ import time
 import numpy as np
 
 __all__ = ["NativeStateError", "check_sklearn_tree", "check_sklearn_estimator", "check_lightgbm_model",
-           "check_catboost_blob", "check_xgboost_model", "decode_ubjson"]
+           "check_catboost_blob", "check_xgboost_model", "decode_ubjson", "check_built", "check_sklearn_values",
+           "SKLEARN_INVARIANTS", "fork_run"]
 
 
 class NativeStateError(Exception):
@@ -327,11 +338,21 @@ def _lgb_check_tree(t: int, fields: dict, max_feature_idx: int, budget: list) ->
     if "shrinkage" in fields and not re.fullmatch(_FLOAT, fields["shrinkage"], re.IGNORECASE):
         _fail(f"lightgbm: {where} shrinkage is not a number")
     n_internal = num_leaves - 1
+    stump = num_leaves == 1 and not is_linear
+    if stump and (num_cat != 0 or "cat_boundaries" in fields or "cat_threshold" in fields):
+        # LightGBM only ever writes num_cat=0 for a tree without splits (Tree(2, ...) and AsConstantTree)
+        _fail(f"lightgbm: {where} has a single leaf but num_cat={num_cat} / category sets")
     arrays = {}
     for key, (kind, length) in _LGB_TREE_KEYS.items():
         if kind in ("int", "float") or key not in fields or key in ("leaf_features", "leaf_coeff", "cat_threshold"):
             continue
         count = {"L": num_leaves, "I": n_internal, "C": num_cat + 1, None: None}[length]
+        if stump and key == "leaf_weight":
+            # Tree::ToString writes ArrayToString(leaf_weight_, 1), which is "" when the vector is empty: a
+            # single-leaf tree read back from text has none (Tree::Tree(const char*) returns before reading
+            # leaf_weight when num_leaves <= 1), one trained in-process has one (Tree(2, ...) sizes it to 2).
+            # LightGBM's reader ignores the line for such a tree; anything but 0 or 1 values is not LightGBM's.
+            count = 1 if fields[key] else 0
         arrays[key] = _lgb_array(fields[key], kind, count, f"{where} {key}", budget)
     if num_leaves > 1 or is_linear:
         for key in ("left_child", "right_child", "split_feature", "threshold"):
@@ -677,7 +698,13 @@ _XGB_OBJECTIVES = {  # name -> parameter objects it carries
     "multi:softprob": {"softmax_multiclass_param"}, "multi:softmax": {"softmax_multiclass_param"},
 }
 _XGB_INVALID_PARENT = 0x7FFFFFFF   # RegTree::kInvalidNodeId with the is-left bit masked off
-MAX_XGB_CATEGORY = 1 << 24
+MAX_XGB_CATEGORY = 1 << 24       # common::InvalidCat: categories are < 2**24
+MAX_XGB_CAT_WORDS = 1 << 24      # 32-bit words of all categorical split bitfields (64 MiB)
+# XGBoost's FVec holds num_feature 4-byte entries per row of a 64-row block, per predicting thread
+# (cpu_predictor.cc FVecFill): 2**18 features is 64 MiB per thread.  AutoGluon's widest inputs (one-hot
+# categories, text n-grams) are tens of thousands of columns.
+MAX_XGB_FEATURES = 1 << 18
+_XGB_CAT_KINDS = {"i": 9, "U": 10, "I": 11, "l": 13, "L": 15}   # UBJ marker -> Value::ValueKind of the array
 _DEC = re.compile(r"[0-9]{1,10}")
 _XGB_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
 
@@ -706,7 +733,7 @@ def _xgb_int_list(value, where: str) -> np.ndarray:
     return np.array(value, dtype=np.int64) if value else np.zeros(0, dtype=np.int64)
 
 
-def _xgb_check_tree(t: int, tree, num_feature: int) -> None:
+def _xgb_check_tree(t: int, tree, num_feature: int, budget: list) -> None:
     where = f"trees[{t}]"
     _xgb_obj(tree, where, _XGB_TREE_KEYS, ("id", "tree_param", *_XGB_TREE_ARRAYS, *_XGB_CAT_ARRAYS))
     if not _is_int(tree["id"]) or tree["id"] != t:
@@ -765,20 +792,112 @@ def _xgb_check_tree(t: int, tree, num_feature: int) -> None:
     cat_nodes = np.flatnonzero(split_type == 1)
     nodes, segments, sizes, cats = (arrays["categories_nodes"], arrays["categories_segments"],
                                     arrays["categories_sizes"], arrays["categories"])
+    # RegTree::LoadCategoricalSplit walks the nodes in order; at the cnt-th categorical one it reads
+    # categories_segments[cnt] and categories_sizes[cnt], then categories[segment, segment + size), all with
+    # unchecked operator[] (tree/io_utils.h GetElem), and sizes a bitfield by the largest category it finds.
     if nodes.shape != cat_nodes.shape or (nodes != cat_nodes).any():
         _fail(f"xgboost: {where}.categories_nodes are not the nodes whose split_type is categorical")
     if leaf[cat_nodes].any():
         _fail(f"xgboost: {where} has a categorical leaf")
     if segments.shape != nodes.shape or sizes.shape != nodes.shape:
         _fail(f"xgboost: {where} categories_segments/sizes do not match categories_nodes")
-    if (sizes < 1).any() or sizes.sum() != cats.shape[0] or (segments != np.cumsum(sizes) - sizes).any():
+    n_cats = cats.shape[0]
+    if ((sizes < 1) | (sizes > n_cats) | (segments < 0) | (segments >= max(n_cats, 1))).any():
+        # bounded before any sum: int64 sums of file-chosen sizes could wrap around to look consistent
+        _fail(f"xgboost: {where} categories_segments/sizes point outside the {n_cats} categories")
+    if sizes.sum() != n_cats or (segments != np.cumsum(sizes) - sizes).any():
         _fail(f"xgboost: {where} categories_segments/sizes do not partition categories")
     if ((cats < 0) | (cats >= MAX_XGB_CATEGORY)).any():
+        # common::InvalidCat: XGBoost's categories are in [0, 2**24); a negative one makes the bitfield size
+        # (max_cat + 1) wrap around (size_t), a write below it
         _fail(f"xgboost: {where} has a category outside [0, {MAX_XGB_CATEGORY})")
+    if n_cats:
+        maxima = np.maximum.reduceat(cats, segments)
+        words = int(((maxima + 32) // 32).sum())   # KCatBitField::ComputeStorageSize(max_cat + 1) per node
+        budget[0] -= words
+        if budget[0] < 0:
+            _fail(f"xgboost: the categorical splits need more than {MAX_XGB_CAT_WORDS} bitfield words "
+                  f"({MAX_XGB_CAT_WORDS * 4 >> 20} MiB)")
 
 
-def check_xgboost_model(data) -> None:
-    """Check the bytes of an ``xgb.ubj`` (``Booster.save_model`` in UBJSON) before XGBoost reads them."""
+def _xgb_check_cats(cats, num_feature: int) -> None:
+    """The categorical re-coder XGBoost >= 3.1 saves for models trained on DataFrames with categories
+    (``CatContainer::Save``).  At predict, ``enc::Recode`` indexes ``sorted_idx`` and each column's
+    categories through ``feature_segments`` and string ``offsets`` (``Span::subspan``: an out-of-range one
+    aborts the process; ``SearchSorted`` reads ``haystack[sorted_idx[i]]`` unchecked)."""
+    cats = _xgb_obj(cats, "cats", ("enc", "feature_segments", "sorted_idx"), ("enc", "feature_segments",
+                                                                             "sorted_idx"))
+    enc, segments, sorted_idx = cats["enc"], cats["feature_segments"], cats["sorted_idx"]
+    if not isinstance(enc, list):
+        _fail("xgboost: cats.enc is not an array")
+    for key, value in (("feature_segments", segments), ("sorted_idx", sorted_idx)):
+        if not isinstance(value, UBJArray) or value.marker != "l":
+            _fail(f"xgboost: cats.{key} is not a typed int32 array")
+    segments, sorted_idx = segments.values.astype(np.int64), sorted_idx.values.astype(np.int64)
+    if not enc:
+        if len(segments) or len(sorted_idx):
+            _fail("xgboost: cats has segments but no columns")
+        return
+    if len(enc) != num_feature:
+        # enc::Recode: "New and old encoding should have the same number of columns" (the input's width)
+        _fail(f"xgboost: cats.enc has {len(enc)} columns, num_feature={num_feature}")
+    counts = np.zeros(len(enc), dtype=np.int64)
+    keys: dict[int, object] = {}   # column -> what SortNames sorts it by
+    for f, column in enumerate(enc):
+        where = f"cats.enc[{f}]"
+        if isinstance(column, dict) and "offsets" in column:
+            column = _xgb_obj(column, where, ("offsets", "values"), ("offsets", "values"))
+            offsets, values = column["offsets"], column["values"]
+            if not (isinstance(offsets, UBJArray) and offsets.marker == "l" and isinstance(values, UBJArray)
+                    and values.marker == "i"):
+                _fail(f"xgboost: {where} is not a string column (int32 offsets, int8 values)")
+            off = offsets.values.astype(np.int64)
+            if len(off) == 0:
+                if len(values):
+                    _fail(f"xgboost: {where} has characters but no offsets")
+                continue
+            if off[0] != 0 or off[-1] != len(values) or (np.diff(off) < 0).any():
+                _fail(f"xgboost: {where}.offsets do not delimit its {len(values)} characters")
+            counts[f] = len(off) - 1
+            if counts[f] == 0:
+                _fail(f"xgboost: {where} is a string column of no categories")
+            # Span<int8 const>'s operator< compares signed bytes: flipping the top bit orders them as bytes
+            flipped = (values.values.astype(np.uint8) ^ 0x80).tobytes()
+            keys[f] = [flipped[a:b] for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+        else:
+            column = _xgb_obj(column, where, ("type", "values"), ("type", "values"))
+            values = column["values"]
+            kind = _XGB_CAT_KINDS.get(values.marker) if isinstance(values, UBJArray) else None
+            if kind is None or column["type"] != kind or type(column["type"]) is not int:
+                # CatContainer::Load dispatches on "type" and casts "values" to it (an error when they differ);
+                # XGBoost never writes float categories (error::NoFloatCat) nor untyped arrays
+                _fail(f"xgboost: {where} is not an integer category column whose type matches its values")
+            counts[f] = len(values)
+            if counts[f]:
+                keys[f] = values.values
+    if len(segments) != len(enc) + 1 or segments[0] != 0 or (np.diff(segments) != counts).any():
+        _fail("xgboost: cats.feature_segments are not the running totals of the columns' category counts")
+    if segments[-1] >= 2**31 or len(sorted_idx) != segments[-1]:
+        _fail("xgboost: cats.sorted_idx does not have one entry per category")
+    for f, key in keys.items():
+        # what CatContainer::Sort writes: the stable argsort of the column (SearchSorted binary-searches it, and
+        # reads haystack[sorted_idx[i]] unchecked; a wrong order makes genuine categories "not in the training set")
+        if isinstance(key, list):
+            expected = np.array(sorted(range(len(key)), key=key.__getitem__), dtype=np.int64)
+        else:
+            expected = np.argsort(key, kind="stable")
+        if not np.array_equal(sorted_idx[segments[f]:segments[f + 1]], expected):
+            _fail(f"xgboost: cats.sorted_idx of column {f} is not the sorted order of its {int(counts[f])} categories")
+
+
+def check_xgboost_model(data, n_features: int | None = None) -> None:
+    """Check the bytes of an ``xgb.ubj`` (``Booster.save_model`` in UBJSON) before XGBoost reads them.
+
+    ``n_features``, when known, is the width of the data the model will predict on (AutoGluon's
+    preprocessed input): ``XGBModel.predict`` -> ``Booster.inplace_predict`` raises ValueError("Feature shape
+    mismatch") for any other num_feature, and on a DMatrix ``Learner::ValidateDMatrix`` refuses wider data;
+    both untyped errors at predict.
+    """
     root = decode_ubjson(data)
     _xgb_obj(root, "model", ("learner", "version"), ("learner", "version"))
     version = root["version"]
@@ -800,7 +919,9 @@ def check_xgboost_model(data) -> None:
     lmp = _xgb_obj(learner["learner_model_param"], "learner_model_param",
                    ("base_score", "boost_from_average", "num_class", "num_feature", "num_target"),
                    ("base_score", "num_class", "num_feature"))
-    num_feature = _xgb_uint(lmp, "num_feature", "learner_model_param", 1)
+    num_feature = _xgb_uint(lmp, "num_feature", "learner_model_param", 1, MAX_XGB_FEATURES)
+    if n_features is not None and num_feature != n_features:
+        _fail(f"xgboost: num_feature={num_feature} but the model predicts on {n_features} columns")
     num_class = _xgb_uint(lmp, "num_class", "learner_model_param", 0, 1_000_000)
     if "num_target" in lmp and _xgb_uint(lmp, "num_target", "learner_model_param") != 1:
         _fail("xgboost: multi-target models are not supported")
@@ -853,11 +974,442 @@ def check_xgboost_model(data) -> None:
     if indptr.shape[0] < 1 or indptr[0] != 0 or indptr[-1] != num_trees or (np.diff(indptr) != step).any():
         _fail(f"xgboost: iteration_indptr is not 0..{num_trees} in steps of {step}")
     if "cats" in model:
-        cats = _xgb_obj(model["cats"], "cats", ("enc", "feature_segments", "sorted_idx"))
-        if any(len(v) if isinstance(v, (list, UBJArray)) else 1 for v in cats.values()):
-            _fail("xgboost: models with a categorical re-coder (cats) are not supported")
+        _xgb_check_cats(model["cats"], num_feature)
+    budget = [MAX_XGB_CAT_WORDS]
     for t, tree in enumerate(trees):
-        _xgb_check_tree(t, tree, num_feature)
+        _xgb_check_tree(t, tree, num_feature, budget)
+
+
+# ================================================================================================
+# scikit-learn value invariants (issue 18): what sklearn's predict path assumes of fitted state
+# ================================================================================================
+#
+# sklearn validates its hyper-parameters and builds its fitted attributes in ``fit``; ``transform`` and
+# ``predict`` trust them.  A pickle sets both at will.  Each invariant below counts because breaking it
+# crashes, hangs, allocates more than 1 GiB or raises an untyped error in AutoGluon's predict path; each names
+# the library code that relies on it.  They run after the estimator's BUILD (``check_built``), on private
+# copies of the containers and arrays they check (the pickle's memo still holds the originals, which later
+# opcodes could mutate), and an estimator they cover may only be BUILT once.
+
+MAX_NGRAM = 32                       # CountVectorizer n-grams: AutoGluon uses (1, 3)
+SKLEARN_TOKEN_PATTERNS = frozenset({r"(?u)\b\w\w+\b"})   # CountVectorizer's default (AutoGluon's vectorizer)
+
+
+class Invariant:
+    """One value invariant: ``check(estimator)`` returns a problem or None; ``reason`` names the library code
+    that relies on it and what breaking it does."""
+
+    __slots__ = ("check", "reason")
+
+    def __init__(self, check, reason: str):
+        self.check, self.reason = check, reason
+
+    def __repr__(self):
+        return f"Invariant({self.check.__name__}: {self.reason})"
+
+
+def _n_in(est) -> int:
+    n = est.__dict__.get("n_features_in_")
+    if not _is_int(n) or n < 1:
+        _fail(f"sklearn {type(est).__name__}: n_features_in_ is {n!r}, not a positive integer")
+    return int(n)
+
+
+def _array(est, name: str, *, ndim: int | None = None, numeric: bool = True, optional: bool = False):
+    """The fitted array ``name``, or None when absent and optional."""
+    value = est.__dict__.get(name)
+    if value is None and optional:
+        return None
+    if type(value) is not np.ndarray or (ndim is not None and value.ndim != ndim) or (
+            numeric and value.dtype.kind not in "biuf"):
+        _fail(f"sklearn {type(est).__name__}: {name} is not a {'numeric ' if numeric else ''}"
+              f"{f'{ndim}-d ' if ndim is not None else ''}numpy array")
+    return value
+
+
+def _private(value, depth: int = 0):
+    """A copy of a container or array from the pickle that no later opcode can reach (the memo keeps the
+    original: SETITEM/APPEND on it, or a second BUILD of an array, would otherwise change checked state)."""
+    if type(value) is np.ndarray:
+        return value.copy(order="K")
+    if depth >= 3 or type(value) not in (list, tuple, dict):
+        return value
+    if type(value) is dict:
+        return {key: _private(item, depth + 1) for key, item in value.items()}
+    items = [_private(item, depth + 1) for item in value]
+    return items if type(value) is list else tuple(items)
+
+
+def _fitted(est) -> bool:
+    """sklearn's own test (check_is_fitted): a public attribute ending in an underscore."""
+    return any(key.endswith("_") and not key.startswith("__") for key in est.__dict__)
+
+
+def _sk_params(est) -> str | None:
+    validate = getattr(type(est), "_validate_params", None)
+    if validate is None:
+        return None
+    try:
+        validate(est)
+    except Exception as exc:  # noqa: BLE001 - sklearn's InvalidParameterError, or worse on crafted values
+        return f"hyper-parameters fail sklearn's own validation ({type(exc).__name__}: {str(exc)[:160]})"
+    return None
+
+
+def _sk_vocabulary(est) -> str | None:
+    vocab = est.__dict__.get("vocabulary_")
+    if type(vocab) is not dict or not vocab:
+        return "vocabulary_ is not a non-empty dict"
+    if not all(type(k) is str for k in vocab) or not all(_is_int(v) for v in vocab.values()):
+        return "vocabulary_ does not map strings to integers"
+    values = np.fromiter((int(v) if -2**62 < v < 2**62 else -1 for v in vocab.values()), dtype=np.int64,
+                         count=len(vocab))
+    if not np.array_equal(np.sort(values), np.arange(len(vocab))):
+        return f"vocabulary_ values are not a permutation of range({len(vocab)})"
+    return None
+
+
+def _sk_ngram_range(est) -> str | None:
+    ngrams = est.__dict__.get("ngram_range")
+    if not (type(ngrams) is tuple and len(ngrams) == 2 and all(_is_int(n) for n in ngrams)
+            and 1 <= ngrams[0] <= ngrams[1] <= MAX_NGRAM):
+        return f"ngram_range {ngrams!r} is not (min_n, max_n) with 1 <= min_n <= max_n <= {MAX_NGRAM}"
+    return None
+
+
+def _sk_token_pattern(est) -> str | None:
+    if est.__dict__.get("analyzer") != "word" or est.__dict__.get("tokenizer") is not None:
+        return None   # build_tokenizer is not used
+    pattern = est.__dict__.get("token_pattern")
+    if pattern not in SKLEARN_TOKEN_PATTERNS:
+        return f"token_pattern {str(pattern)[:60]!r} is not one of {sorted(SKLEARN_TOKEN_PATTERNS)}"
+    return None
+
+
+def _sk_ohe_categories(est) -> str | None:
+    cats = est.__dict__.get("categories_")
+    if type(cats) is not list or len(cats) != _n_in(est):
+        return f"categories_ is not a list of n_features_in_={_n_in(est)} arrays"
+    if not all(type(c) is np.ndarray and c.ndim == 1 and c.size for c in cats):
+        return "categories_ holds something other than non-empty 1-d arrays"
+    return None
+
+
+def _sk_ohe_outputs(est) -> str | None:
+    outs = est.__dict__.get("_n_features_outs")
+    try:
+        expected = [int(n) for n in type(est)._compute_n_features_outs(est)]
+    except Exception as exc:  # noqa: BLE001
+        return f"its output widths cannot be recomputed ({type(exc).__name__}: {str(exc)[:120]})"
+    if type(outs) is not list or [int(n) if _is_int(n) else None for n in outs] != expected:
+        return f"_n_features_outs {str(outs)[:80]} is not {expected[:8]} (what fit computes from categories_)"
+    return None
+
+
+def _sk_knn_method(est) -> str | None:
+    if est.__dict__.get("_fit_method") != "brute":
+        return f"_fit_method is {est.__dict__.get('_fit_method')!r}, not 'brute'"
+    return None
+
+
+def _sk_knn_fit_x(est) -> str | None:
+    fit_x = _array(est, "_fit_X", ndim=2)
+    if fit_x.shape[1] != _n_in(est) or fit_x.shape[0] < 1:
+        return f"_fit_X has shape {fit_x.shape}, not (rows, n_features_in_={_n_in(est)})"
+    if est.__dict__.get("n_samples_fit_") != fit_x.shape[0]:
+        return f"n_samples_fit_={est.__dict__.get('n_samples_fit_')!r} but _fit_X has {fit_x.shape[0]} rows"
+    neighbors = est.__dict__.get("n_neighbors")
+    if not _is_int(neighbors) or not 1 <= neighbors <= fit_x.shape[0]:
+        return f"n_neighbors={neighbors!r} is not in [1, {fit_x.shape[0]}] (the fitted rows)"
+    return None
+
+
+def _sk_knn_y(est) -> str | None:
+    y = _array(est, "_y", numeric=False)
+    rows = est.__dict__["_fit_X"].shape[0]
+    if y.ndim not in (1, 2) or y.shape[0] != rows:
+        return f"_y has shape {y.shape}, not {rows} rows like _fit_X"
+    if "classes_" not in est.__dict__:   # a regressor
+        return None
+    classes = est.__dict__["classes_"]
+    per_output = [classes] if y.ndim == 1 else classes
+    if y.ndim == 2 and (type(classes) is not list or len(classes) != y.shape[1]):
+        return "classes_ is not one array per output of _y"
+    if y.dtype.kind not in "iu":
+        return "_y is not integer class codes"
+    for k, cls in enumerate(per_output):
+        codes = y if y.ndim == 1 else y[:, k]
+        if type(cls) is not np.ndarray or cls.ndim != 1 or codes.min() < 0 or codes.max() >= cls.shape[0]:
+            return f"_y codes are not indices into classes_ ({type(cls).__name__} of {getattr(cls, 'shape', '?')})"
+    return None
+
+
+def _sk_quantiles(est) -> str | None:
+    quantiles = _array(est, "quantiles_", ndim=2)
+    references = _array(est, "references_", ndim=1)
+    if quantiles.shape != (references.shape[0], _n_in(est)) or not references.shape[0]:
+        return f"quantiles_ {quantiles.shape} / references_ {references.shape} are not (n_quantiles, " \
+               f"n_features_in_={_n_in(est)}) / (n_quantiles,)"
+    return None
+
+
+def _vectors(*names: str, flags: dict | None = None):
+    """Fitted vectors of length n_features_in_ (None allowed where the named flag is off)."""
+    def check(est) -> str | None:
+        n = _n_in(est)
+        for name in names:
+            needed = (flags or {}).get(name)
+            optional = needed is not None and not est.__dict__.get(needed)
+            value = _array(est, name, optional=optional)
+            if value is not None and value.shape != (n,):
+                return f"{name} has shape {value.shape}, not (n_features_in_={n},)"
+        return None
+    check.__name__ = "_vectors_" + "_".join(n.strip("_") for n in names)
+    return check
+
+
+def _sk_feature_range(est) -> str | None:
+    value = est.__dict__.get("feature_range")
+    if est.__dict__.get("clip") and not (isinstance(value, (tuple, list)) and len(value) == 2):
+        return f"feature_range {str(value)[:40]} is not a (min, max) pair"
+    return None
+
+
+def _sk_linear(est) -> str | None:
+    n = _n_in(est)
+    coef = _array(est, "coef_")
+    intercept = est.__dict__.get("intercept_")
+    classes = est.__dict__.get("classes_")
+    if classes is not None:   # LogisticRegression
+        classes = _array(est, "classes_", ndim=1, numeric=False)
+        k = 1 if classes.shape[0] == 2 else classes.shape[0]
+        if classes.shape[0] < 2 or coef.shape != (k, n):
+            return f"coef_ has shape {coef.shape}, not ({k}, {n}) for {classes.shape[0]} classes"
+        intercept = _array(est, "intercept_")
+        if intercept.shape != (k,):
+            return f"intercept_ has shape {intercept.shape}, not ({k},)"
+        return None
+    if coef.shape != (n,) and not (coef.ndim == 2 and coef.shape[1] == n and coef.shape[0] >= 1):
+        return f"coef_ has shape {coef.shape}, not ({n},) or (n_targets, {n})"
+    targets = () if coef.ndim == 1 else (coef.shape[0],)
+    if not (isinstance(intercept, (float, int, np.floating, np.integer)) and not targets) and not (
+            type(intercept) is np.ndarray and intercept.dtype.kind in "biuf" and intercept.shape in ((), targets)):
+        return f"intercept_ is not a number or an array of shape {targets}"
+    return None
+
+
+def _sk_imputer(est) -> str | None:
+    stats = _array(est, "statistics_", ndim=1, numeric=False)
+    if stats.shape != (_n_in(est),):
+        return f"statistics_ has shape {stats.shape}, not (n_features_in_={_n_in(est)},)"
+    return None
+
+
+def _tree_classes(est, tree) -> str | None:
+    outputs = est.__dict__.get("n_outputs_")
+    if outputs != tree.n_outputs:
+        return f"n_outputs_={outputs!r} but its tree has {tree.n_outputs} outputs"
+    if "classes_" not in est.__dict__:
+        return None
+    n_classes = np.asarray(tree.n_classes)
+    classes, declared = est.__dict__["classes_"], est.__dict__.get("n_classes_")
+    if outputs == 1:
+        classes, declared = [classes], [declared]
+    if type(classes) is not list or type(declared) not in (list, np.ndarray) or len(classes) != outputs:
+        return "classes_ / n_classes_ are not one entry per output"
+    for k in range(outputs):
+        if type(classes[k]) is not np.ndarray or not (_is_int(declared[k]) and
+                                                       classes[k].shape == (declared[k],) == (n_classes[k],)):
+            return f"classes_ / n_classes_ of output {k} do not match the tree's {int(n_classes[k])} classes"
+    return None
+
+
+def _sk_tree(est) -> str | None:
+    tree = est.__dict__.get("tree_")
+    try:
+        check_sklearn_estimator(est)
+    except NativeStateError as exc:
+        return str(exc).partition(": ")[2] or str(exc)
+    return _tree_classes(est, tree) if tree is not None else "it has no tree_"
+
+
+def _sk_forest(est) -> str | None:
+    trees = est.__dict__.get("estimators_")
+    if type(trees) is not list or not trees:
+        return "estimators_ is not a non-empty list"
+    n, outputs = _n_in(est), est.__dict__.get("n_outputs_")
+    kind = "classes_" in est.__dict__
+    for i, tree in enumerate(trees):
+        if getattr(type(tree), "__module__", "") != "sklearn.tree._classes" or "tree_" not in tree.__dict__:
+            return f"estimators_[{i}] is a {type(tree).__name__}, not a fitted sklearn tree"
+        if tree.__dict__.get("n_features_in_") != n or tree.__dict__.get("n_outputs_") != outputs:
+            return f"estimators_[{i}] has n_features_in_/n_outputs_ {tree.__dict__.get('n_features_in_')!r}/" \
+                   f"{tree.__dict__.get('n_outputs_')!r}, the forest {n}/{outputs!r}"
+        if kind != ("classes_" in tree.__dict__) or kind and not _same_classes(tree, est):
+            return f"estimators_[{i}] does not have the forest's classes"
+    return None
+
+
+def _same_classes(tree, forest) -> bool:
+    a, b = tree.__dict__.get("n_classes_"), forest.__dict__.get("n_classes_")
+    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
+    classes = forest.__dict__.get("classes_")
+    widths = [len(c) for c in classes] if type(classes) is list else [len(classes)]
+    return a.shape == b.shape and (a == b).all() and widths == b.tolist()
+
+
+def _sk_columns(est) -> str | None:
+    n = _n_in(est)
+    names = est.__dict__.get("feature_names_in_")
+    if names is not None and (type(names) is not np.ndarray or names.shape != (n,)):
+        return f"feature_names_in_ is not {n} names"
+    indices = est.__dict__.get("_transformer_to_input_indices")
+    if type(indices) is not dict:
+        return "_transformer_to_input_indices is not a dict"
+    for name, columns in indices.items():
+        if not (isinstance(columns, (list, np.ndarray)) and all(_is_int(c) and 0 <= c < n for c in columns)):
+            return f"the columns of transformer {str(name)[:40]!r} are not indices in [0, {n})"
+    return None
+
+
+_SK_PARAMS = Invariant(_sk_params, "sklearn checks hyper-parameters (_parameter_constraints) in fit only; predict and "
+                                   "transform use them as they are (QuantileTransformer._transform_col: "
+                                   "UnboundLocalError for an unknown output_distribution)")
+_SK_TREE = Invariant(_sk_tree, "BaseDecisionTree.predict validates X against n_features_in_, then Tree.predict reads "
+                               "X[i, feature] for feature < tree_.n_features unchecked (SIGSEGV); predict takes "
+                               "classes_[argmax(proba[:, :n_classes_])] (IndexError)")
+_SK_FOREST = Invariant(_sk_forest, "ForestClassifier.predict_proba adds each tree's predict_proba into arrays of "
+                                   "width n_classes_ and predict indexes classes_ (ValueError, IndexError); each tree "
+                                   "checks X against its own n_features_in_ (ValueError)")
+_SK_LINEAR = Invariant(_sk_linear, "LinearClassifierMixin.decision_function / LinearModel._decision_function compute "
+                                   "X @ coef_.T + intercept_, predict indexes classes_ by argmax (ValueError, "
+                                   "IndexError)")
+_SK_KNN = (
+    Invariant(_sk_knn_method, "KNeighborsMixin.kneighbors calls self._tree.query for kd_tree/ball_tree, and strict "
+                              "mode never rebuilds a KDTree/BallTree (AttributeError)"),
+    Invariant(_sk_knn_fit_x, "KNeighborsMixin.kneighbors runs ArgKmin (Cython, no bounds checks) over _fit_X with the "
+                             "width of X, which predict validated against n_features_in_ (SIGSEGV); it raises "
+                             "ValueError when n_neighbors exceeds n_samples_fit_, which must be _fit_X's rows"),
+    Invariant(_sk_knn_y, "KNeighborsClassifier.predict_proba / KNeighborsRegressor.predict index _y[neigh_ind] and "
+                         "classes_[_y] (IndexError)"),
+)
+
+# class name (module.qualname) -> the invariants sklearn's predict path assumes of its fitted state
+SKLEARN_INVARIANTS: dict[str, tuple[Invariant, ...]] = {
+    "sklearn.feature_extraction.text.CountVectorizer": (
+        _SK_PARAMS,
+        Invariant(_sk_vocabulary, "CountVectorizer._count_vocab builds csr_matrix(j_indices=vocabulary_[term], "
+                                  "shape=(n, len(vocabulary_))) unchecked; AutoGluon's TextNgramFeatureGenerator "
+                                  "calls .toarray(), which writes at that column (SIGSEGV)"),
+        Invariant(_sk_ngram_range, "_word_ngrams/_char_ngrams join every n-gram up to max_n: O(tokens * max_n**2) "
+                                   "memory on one long text (MemoryError beyond 1 GiB)"),
+        Invariant(_sk_token_pattern, "build_tokenizer runs re.compile(token_pattern).findall on every text: a "
+                                     "backtracking pattern such as (a+)+$ hangs transform"),
+    ),
+    "sklearn.preprocessing._encoders.OneHotEncoder": (
+        _SK_PARAMS,
+        Invariant(_sk_ohe_categories, "OneHotEncoder._transform encodes column i against categories_[i] (IndexError)"),
+        Invariant(_sk_ohe_outputs, "transform builds csr_matrix(indices=code + cumsum(_n_features_outs)) without a "
+                                   "bound check; toarray()/dot then write or read past the row (SIGABRT)"),
+    ),
+    "sklearn.neighbors._classification.KNeighborsClassifier": (_SK_PARAMS, *_SK_KNN),
+    "sklearn.neighbors._regression.KNeighborsRegressor": (_SK_PARAMS, *_SK_KNN),
+    "sklearn.preprocessing._data.QuantileTransformer": (
+        _SK_PARAMS,
+        Invariant(_sk_quantiles, "QuantileTransformer._transform_col calls np.interp(X[:, i], quantiles_[:, i], "
+                                 "references_) (ValueError, IndexError)"),
+    ),
+    "sklearn.preprocessing._data.StandardScaler": (
+        _SK_PARAMS,
+        Invariant(_vectors("mean_", "scale_", flags={"mean_": "with_mean", "scale_": "with_std"}),
+                  "StandardScaler.transform does X -= mean_ and X /= scale_ (ValueError)"),
+    ),
+    "sklearn.preprocessing._data.MinMaxScaler": (
+        _SK_PARAMS,
+        Invariant(_vectors("scale_", "min_"), "MinMaxScaler.transform does X *= scale_; X += min_ (ValueError)"),
+        Invariant(_sk_feature_range, "MinMaxScaler.transform with clip=True clips to feature_range[0], "
+                                     "feature_range[1] (IndexError)"),
+    ),
+    "sklearn.linear_model._logistic.LogisticRegression": (_SK_PARAMS, _SK_LINEAR),
+    "sklearn.linear_model._ridge.Ridge": (_SK_PARAMS, _SK_LINEAR),
+    "sklearn.impute._base.SimpleImputer": (
+        _SK_PARAMS,
+        Invariant(_sk_imputer, "SimpleImputer.transform compares X's width with statistics_ and fills from it "
+                               "(ValueError)"),
+    ),
+    "sklearn.compose._column_transformer.ColumnTransformer": (
+        _SK_PARAMS,
+        Invariant(_sk_columns, "ColumnTransformer.transform selects feature_names_in_[_transformer_to_input_indices"
+                               "[name]] for each transformer (IndexError)"),
+    ),
+    "sklearn.pipeline.Pipeline": (_SK_PARAMS,),
+    "sklearn.preprocessing._function_transformer.FunctionTransformer": (_SK_PARAMS,),
+    **{f"sklearn.tree._classes.{name}": (_SK_PARAMS, _SK_TREE) for name in (
+        "DecisionTreeClassifier", "DecisionTreeRegressor", "ExtraTreeClassifier", "ExtraTreeRegressor")},
+    **{f"sklearn.ensemble._forest.{name}": (_SK_PARAMS, _SK_FOREST) for name in (
+        "RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")},
+}
+
+
+def check_sklearn_values(estimator) -> None:
+    """Enforce ``SKLEARN_INVARIANTS`` on a built estimator (raises NativeStateError)."""
+    cls = type(estimator)
+    invariants = SKLEARN_INVARIANTS.get(f"{cls.__module__}.{cls.__qualname__}", ())
+    state = estimator.__dict__
+    for key, value in list(state.items()):
+        state[key] = _private(value)
+    if not _fitted(estimator):   # a template (a forest's estimator, a pipeline not yet fitted): parameters only
+        invariants = invariants[:1] if invariants and invariants[0] is _SK_PARAMS else ()
+    for invariant in invariants:
+        try:
+            problem = invariant.check(estimator)
+        except NativeStateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - crafted values that even the check cannot read
+            problem = f"its state cannot be checked ({type(exc).__name__}: {str(exc)[:120]})"
+        if problem:
+            _fail(f"sklearn {cls.__name__}: {problem} [{invariant.reason}]")
+
+
+# ================================================================================================
+# one entry point for every built object (strict_unpickler._after_build)
+# ================================================================================================
+
+_built_once = None   # weakref.WeakSet of estimators already checked (created on first use)
+_CATBOOST_CLASSES = frozenset({"catboost.core.CatBoostClassifier", "catboost.core.CatBoostRegressor",
+                               "catboost.core.CatBoost"})
+
+
+def check_built(obj) -> None:
+    """Check an object right after its BUILD, before anything uses it: sklearn estimators against
+    ``SKLEARN_INVARIANTS`` and their trees; CatBoost models are marked for the prediction sandbox
+    (``native_sandbox``).  Objects of other classes are left alone."""
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if name in _CATBOOST_CLASSES:
+        from . import native_sandbox
+
+        native_sandbox.mark(obj)
+        return
+    if name not in SKLEARN_INVARIANTS and "tree_" not in getattr(obj, "__dict__", {}):
+        return
+    global _built_once
+    if _built_once is None:
+        import weakref
+
+        _built_once = weakref.WeakSet()
+    try:
+        if obj in _built_once:
+            # genuine pickles BUILD each object once; a second BUILD would change it after the checks of the
+            # objects that hold it (a forest's trees, a pipeline's steps)
+            _fail(f"sklearn {cls.__name__}: BUILD on an estimator that was already built")
+        _built_once.add(obj)
+    except TypeError:  # not weak-referenceable: nothing else holds checks about it
+        pass
+    if name in SKLEARN_INVARIANTS:
+        check_sklearn_values(obj)
+    else:
+        check_sklearn_estimator(obj)
 
 
 # ================================================================================================
@@ -916,17 +1468,33 @@ def _sandbox_method() -> str:
 
 def _describe_exit(status_kind: str, value: int) -> str:
     if status_kind == "signal":
-        import signal
-        try:
-            sig = signal.Signals(value).name
-        except ValueError:
-            sig = str(value)
-        return f"CatBoost crashed the sandbox with {sig} (loading the blob or predicting two rows)"
+        return f"CatBoost crashed the sandbox with {signal_name(value)} (loading the blob or predicting two rows)"
     return f"the sandbox exited with status {value}"
 
 
-def _catboost_fork(blob: bytes, timeout: float) -> str | None:
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def fork_run(child, timeout: float, *, memory: int | None = None, max_output: int = 4000):
+    """Run ``child(write_fd) -> exit code`` in a forked copy of this process; the sandbox of this module and of
+    ``native_sandbox``.
+
+    The child dies of the signal that hits it (no faulthandler, no host crash handler), writes nothing to the
+    parent's stdout/stderr, gets ``RLIMIT_CPU`` of ``timeout`` + 2 s and, with ``memory``, ``RLIMIT_AS`` of its
+    current address space plus ``memory`` bytes, and leaves with ``os._exit``.  The parent reads what the child
+    writes to the pipe as it comes (at most ``max_output`` bytes), and kills it at the deadline.
+
+    Returns ``(status, value, output)``: ``("exit", code, bytes)``, ``("signal", signum, bytes)``,
+    ``("timeout", 0, b"")``, ``("too-large", 0, b"")`` or ``("error", 0, message bytes)``.
+    """
+    import select
     import warnings
+
     read_fd, write_fd = os.pipe()
     try:
         with warnings.catch_warnings():  # Python >= 3.12 warns about fork() in a threaded process
@@ -935,7 +1503,7 @@ def _catboost_fork(blob: bytes, timeout: float) -> str | None:
     except OSError as exc:
         os.close(read_fd)
         os.close(write_fd)
-        return f"could not fork a sandbox: {exc}"
+        return "error", 0, f"could not fork a sandbox: {exc}".encode()
     if pid == 0:  # child: never returns
         code = 70
         try:
@@ -952,47 +1520,94 @@ def _catboost_fork(blob: bytes, timeout: float) -> str | None:
             try:
                 import resource
                 resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 2, int(timeout) + 2))
+                vm = _vm_size() if memory is not None else None
+                if vm is not None:
+                    resource.setrlimit(resource.RLIMIT_AS, (vm + memory, vm + memory))
             except Exception:  # noqa: BLE001
                 pass
-
-            def report(message):
-                os.write(write_fd, message.encode("utf-8", "replace")[:4000])
-
-            code = _probe_namespace["_catboost_probe"](blob, report)
+            code = child(write_fd)
         finally:
             os._exit(code)
     os.close(write_fd)
     deadline = time.monotonic() + timeout
-    delay = 0.0005
+    chunks: list[bytes] = []
+    received = 0
     status = None
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # SIGCHLD ignored by the application: no status to judge by
-            os.close(read_fd)
-            return "the sandbox's exit status could not be read"
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            os.close(read_fd)
-            return f"timeout: the CatBoost sandbox ran longer than {timeout:g}s"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-    os.set_blocking(read_fd, False)
+    eof = False
     try:
-        message = os.read(read_fd, 4000).decode("utf-8", "replace")
-    except BlockingIOError:
-        message = ""
+        while True:
+            if not eof:
+                ready, _, _ = select.select([read_fd], [], [], max(0.0, min(0.02, deadline - time.monotonic())))
+                if ready:
+                    chunk = os.read(read_fd, 1 << 20)
+                    if not chunk:
+                        eof = True
+                    else:
+                        received += len(chunk)
+                        if received > max_output:
+                            os.kill(pid, 9)
+                            os.waitpid(pid, 0)
+                            return "too-large", 0, b""
+                        chunks.append(chunk)
+                        continue
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # SIGCHLD ignored by the application: no status to judge by
+                return "error", 0, b"the sandbox's exit status could not be read"
+            if done:
+                if not eof:   # what the child wrote before it exited
+                    os.set_blocking(read_fd, False)
+                    while received <= max_output:
+                        try:
+                            chunk = os.read(read_fd, 1 << 20)
+                        except BlockingIOError:
+                            break
+                        if not chunk:
+                            break
+                        received += len(chunk)
+                        chunks.append(chunk)
+                    if received > max_output:
+                        return "too-large", 0, b""
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return "timeout", 0, b""
+            if eof:
+                time.sleep(0.0005)
     finally:
         os.close(read_fd)
+    output = b"".join(chunks)
     if os.WIFSIGNALED(status):
-        return _describe_exit("signal", os.WTERMSIG(status))
-    code = os.WEXITSTATUS(status)
-    if code == 0:
+        return "signal", os.WTERMSIG(status), output
+    return "exit", os.WEXITSTATUS(status), output
+
+
+def signal_name(number: int) -> str:
+    import signal
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _catboost_fork(blob: bytes, timeout: float) -> str | None:
+    def child(write_fd):
+        def report(message):
+            os.write(write_fd, message.encode("utf-8", "replace")[:4000])
+
+        return _probe_namespace["_catboost_probe"](blob, report)
+
+    status, value, output = fork_run(child, timeout)
+    if status == "timeout":
+        return f"timeout: the CatBoost sandbox ran longer than {timeout:g}s"
+    if status in ("error", "too-large"):
+        return output.decode("utf-8", "replace") or "the sandbox wrote more than it may"
+    if status == "signal":
+        return _describe_exit("signal", value)
+    if value == 0:
         return None
-    return message or _describe_exit("exit", code)
+    return output.decode("utf-8", "replace") or _describe_exit("exit", value)
 
 
 def _catboost_subprocess(blob: bytes, timeout: float) -> str | None:
