@@ -608,6 +608,9 @@ STRICT_CALLS: dict[str, tuple[tuple[tuple[Pattern, ...], ...], str]] = {
 # library assumes and does not check itself (the code that relies on it in the reason).  value_invariants.py
 # implements them; tests/test_strict_values.py shows each violation crash, hang or allocate without the check.
 STRICT_INVARIANTS: dict[str, str] = {
+    "numpy.ndarray":
+        "at most MAX_EQUAL_HASHES values of an object array share a hash, full or folded to 32 bits: pandas' hash "
+        "tables (Categorical, get_loc, isin) fold hashes that way, sklearn builds sets of categories_ at transform",
     "pandas.core.arrays.categorical.Categorical":
         "codes are one-dimensional integers in [-1, len(categories)): take_nd/Categorical.__array__ index categories "
         "by code in C without a bounds check (an out-of-range code reads or writes outside the array)",
@@ -624,8 +627,7 @@ STRICT_INVARIANTS: dict[str, str] = {
         "materialise (reindex, _values) at predict",
     "pandas.core.indexes.base.Index":
         "built from an array and a name only (what Index.__reduce__ writes): Index(**d) passes any keyword on (a dtype "
-        "string makes sparse or Arrow arrays strict mode never reviewed); at most MAX_EQUAL_HASHES object labels share a "
-        "Python hash (pandas' hash table of them, built by Categorical and get_loc at predict, is quadratic)",
+        "string makes sparse or Arrow arrays strict mode never reviewed); its labels are hash-checked as object arrays",
     "pandas.core.frame.DataFrame":
         "state keys are pandas' own (_mgr, _typ, _metadata, _attrs, _flags): NDFrame.__setstate__ sets every other "
         "key as an attribute, which code reading the frame may call or trust",

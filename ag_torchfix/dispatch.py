@@ -366,7 +366,9 @@ def _slot(owner: type, trail: tuple[str, ...]) -> str:
 def _plain_name(value, where: str) -> str | None:
     """A name AutoGluon joins into a path must be a plain file name (a list of them for a graph node's path).
     Objects (a weighted ensemble's in-memory children) pass here and are walked like the rest."""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):  # a graph node's path: components, none empty (a template's name may be)
+        if not value or "" in value:
+            return f"{where} is {value!r}: an empty path or path component"
         return next((p for p in (_plain_name_only(item, where) for item in value) if p), None)
     if isinstance(value, (str, bytes, bytearray)) or type(value).__module__.startswith(("numpy", "pandas")):
         return _plain_name_only(value, where)
@@ -562,6 +564,12 @@ def _graph_rule(graph) -> str | None:
     for view, (inner, own) in views.items():
         if view in state and getattr(state[view], inner, None) is not state.get(own):
             return f"the model graph's cached {view} view does not show the graph's own {own}"
+    nodes = state.get("_node")
+    if isinstance(nodes, dict):  # one model directory per node: the scanner and AutoGluon find a file's node by it
+        paths = [tuple(node["path"]) for node in dict.values(nodes)
+                 if isinstance(node, dict) and isinstance(node.get("path"), (list, tuple))]
+        if len(paths) != len(set(paths)):
+            return "two models of the model graph share one directory (AutoGluon writes one directory per model)"
     in_edges = state.get("in_edges")
     if in_edges is not None and (getattr(in_edges, "_graph", None) is not graph
                                  or getattr(in_edges, "_adjdict", None) is not state.get("_pred")):

@@ -385,8 +385,10 @@ def _expected_class(path: str) -> type | None:
         nodes = getattr(getattr(trainer, "model_graph", None), "_node", None)
         if isinstance(nodes, dict):
             for node in dict.values(nodes):
-                if isinstance(node, dict) and node.get("path") == [rel[1]] and isinstance(node.get("type"), type):
-                    return node["type"]
+                path = node.get("path") if isinstance(node, dict) else None
+                if (isinstance(path, (list, tuple)) and path and all(isinstance(p, str) for p in path)
+                        and os.path.normpath(os.path.join(*path)) == rel[1] and isinstance(node.get("type"), type)):
+                    return node["type"]  # AutoGluon joins the node's path: os.path.join(trainer.path, *path)
         return None
     if len(rel) == 4 and (rel[3] == "model.pkl" or rel[2:] == ["utils", "model_template.pkl"]):
         child_type = getattr(_strict_object(os.path.join(root, "models", rel[1], "model.pkl")), "_child_type", None)

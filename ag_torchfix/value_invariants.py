@@ -251,6 +251,7 @@ def _tensor(tensor) -> str | None:
 
 
 _MADE_CHECKS = (
+    ("numpy.ndarray", lambda array: label_hash_problem(array)),  # defined below, with the other hash checks
     ("pandas.core.arrays.categorical.Categorical", _categorical),
     ("pandas.core.internals.managers.SingleBlockManager", _single_block_manager),
     ("pandas.core.internals.managers.BlockManager", _block_manager),
@@ -306,18 +307,24 @@ def index_problem(cls, d: dict) -> str | None:
 # --- hash flooding ---------------------------------------------------------------------------------------
 
 def label_hash_problem(data) -> str | None:
-    """Object labels that share a Python hash: pandas' hash table for them (built by get_loc, by Categorical's
-    check that categories are unique, by isin) is quadratic.  (Numeric labels hash with pandas' own function:
-    not checked here.)"""
+    """Object values that share a hash: pandas' hash table of them (built by get_loc, by Categorical's check that
+    categories are unique, by isin) folds each Python hash to 32 bits (``h >> 32 ^ h``), and sklearn builds
+    Python sets of categories at transform: values sharing either hash make both quadratic.  (Numeric labels
+    hash with pandas' own function: not checked here.)"""
     import numpy
 
-    if not isinstance(data, numpy.ndarray) or not data.dtype.hasobject or len(data) <= allowlist.MAX_EQUAL_HASHES:
+    if not isinstance(data, numpy.ndarray) or not data.dtype.hasobject or data.size <= allowlist.MAX_EQUAL_HASHES:
         return None
-    counts = collections.Counter(hash(v) for v in data.ravel() if type(v) is not str and _hashable(v))
-    worst = max(counts.values(), default=0)
-    if worst > allowlist.MAX_EQUAL_HASHES:
-        return f"{worst} labels of one pandas index share a hash (pandas' hash table for them is quadratic)"
+    hashes = [hash(v) for v in data.ravel() if type(v) is not str and _hashable(v)]
+    for kind, keys in (("Python", hashes), ("pandas' 32-bit", (((h & _MASK64) >> 32 ^ h) & 0xFFFFFFFF for h in hashes))):
+        worst = max(collections.Counter(keys).values(), default=0)
+        if worst > allowlist.MAX_EQUAL_HASHES:
+            return (f"{worst} values of one object array share a {kind} hash (a hash table of them, built by pandas "
+                    "or sklearn at predict, is quadratic)")
     return None
+
+
+_MASK64 = (1 << 64) - 1
 
 
 def _hashable(value) -> bool:

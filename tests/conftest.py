@@ -158,7 +158,7 @@ def internals_of():
 # the matrix, which skip them (`make test` stays well under 30 minutes).
 RUN_ONCE = {"test_pickle_scan", "test_catalogue", "test_native", "test_strict_attacks", "test_scan_formats",
             "test_fuzz_findings", "test_bounds", "test_scan_roles", "test_spellings", "test_redteam_materialize",
-            "test_strict_values", "test_native_values"}
+            "test_strict_values", "test_native_values", "test_redteam_strict_values"}
 
 
 def pytest_collection_modifyitems(config, items):
