@@ -130,6 +130,8 @@ SLOTS: dict[str, tuple[tuple[str, ...], str]] = {
     # strings AutoGluon or sklearn compile into regular expressions at predict time: only what they write
     "CountVectorizer.token_pattern": ((NONE, "'(?u)\\b\\w\\w+\\b'"), "sklearn build_tokenizer: re.compile(token_pattern) "
                                       "(text n-grams; a pattern of the file's choosing can backtrack for hours)"),
+    "CountVectorizer.input": (("'content'",), "sklearn _VectorizerMixin.decode: 'filename' opens every text value as "
+                              "a path at predict, 'file' calls its read()"),
     "DatetimeFeatureGenerator.features[*]": ((DATETIME_FIELD,), "datetime.py _generate_features_datetime: "
                                              "getattr(X[col].dt, feature).astype(np.int64)"),
     "TextSpecialFeatureGenerator._symbols[*]": ((ONE_CHAR,), "text_special.py _generate_features: "

@@ -300,3 +300,20 @@ def test_a_value_cannot_be_rebuilt_after_it_was_checked():
     data = first[:-1] + b"2" + again + b"b0."  # DUP, state, BUILD, POP
     assert list(pickle.loads(data)) == [0, 120]  # plain pickle rebuilds it
     refused(data, "after it was built or passed to a call")
+
+
+def test_a_vectorizer_reads_its_text_as_content_not_as_file_names(text_frame, tmp_path):
+    """CountVectorizer(input='filename') opens each text value as a path at predict (a file read of the file's
+    choosing); AutoGluon writes input='content'."""
+    from autogluon.features.generators import TextNgramFeatureGenerator
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    generator = _generator(TextNgramFeatureGenerator, text_frame,
+                           vectorizer=CountVectorizer(min_df=1, ngram_range=(1, 1), max_features=20, dtype=np.uint8))
+    generator.vectorizers[0].input = "filename"
+    data = pickle.dumps(generator)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hello hello")
+    result = live(data, f"import pandas as pd; print(obj.transform(pd.DataFrame({{'text': [{str(secret)!r}]}})).sum().sum())")
+    assert result.returncode == 0 and int(result.stdout.split()[-1]) > 0, result  # it read the file
+    refused(data, "input")
