@@ -1046,11 +1046,18 @@ def _fitted(est) -> bool:
 
 
 def _sk_params(est) -> str | None:
-    validate = getattr(type(est), "_validate_params", None)
-    if validate is None:
+    """sklearn's own fit-time parameter validation, over the parameters the file holds: a parameter another
+    sklearn release has and this one lacks (or the reverse) is not a value the file chose, and sklearn's predict
+    never reads the whole parameter set (``_validate_params`` would: get_params reads every one)."""
+    constraints = getattr(type(est), "_parameter_constraints", None)
+    if not isinstance(constraints, dict):
         return None
     try:
-        validate(est)
+        from sklearn.utils._param_validation import validate_parameter_constraints
+
+        present = {name: est.__dict__[name] for name in constraints if name in est.__dict__}
+        validate_parameter_constraints({name: constraints[name] for name in present}, present,
+                                       caller_name=type(est).__name__)
     except Exception as exc:  # noqa: BLE001 - sklearn's InvalidParameterError, or worse on crafted values
         return f"hyper-parameters fail sklearn's own validation ({type(exc).__name__}: {str(exc)[:160]})"
     return None

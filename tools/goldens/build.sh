@@ -30,6 +30,14 @@
 #   ag1.4            AutoGluon 1.4.0 + fastai 2.8.12 (tools/env.sh ag14)
 #   ag1.5            AutoGluon 1.5.0 + fastai 2.8.12 (without its [fastai] extra, which pins torch<2.10)
 # (The GPU-written golden py3.12.3-torch2.11-cu130 is imported by tools/goldens/import_gpu.py, not built here.)
+# Zoo goldens, WRITER_ID-zoo for the writers py3.11.2-debian py3.13.0 py3.10.13 py3.12.1 py3.11.7 numpy1.26 pandas2.0:
+# write_golden.py --zoo (every CPU model family of AutoGluon 1.6) in the writer's own venv golden-WRITER_ID, into
+# which the model libraries of AutoGluon 1.6.3's [all] extra (ZOO_PKGS) are installed with the venv's own pip, the
+# venv's other packages held at their versions (a constraints file from its pip freeze). py3.13.0/py3.10.13/py3.12.1:
+# when golden-WRITER_ID is missing or stale (its CUDA torch is several GB), the test-matrix venv of the same stack
+# (tools/env.sh py313/py310/py312: torch 2.13.0 + requirements/current.txt, the full zoo) writes it instead; it has
+# ag_torchfix installed editable, so the writer blocks its import (GOLDEN_BLOCK_AG_TORCHFIX=1). writer.json "env"
+# records which venv wrote it.
 # An environment is rebuilt when missing, broken, or when its recipe changed (NAME/.stamp holds the recipe's hash);
 # a build writes its duration in seconds to NAME/.build-seconds.
 set -euo pipefail
@@ -42,7 +50,19 @@ fi
 
 PYENV=${PYENV_ROOT:-/root/.pyenv}/versions
 AG='autogluon.tabular[fastai]==1.6.3'
+# the model libraries AutoGluon 1.6.3's [all] extra asks for on Linux (autogluon.tabular METADATA)
+ZOO_PKGS='lightgbm>=4.0,<4.8 catboost>=1.2,<1.3 xgboost-cpu>=2.1.1,<3.4'
 with_pkg=0
+zoo=0
+case "$id" in
+  *-zoo)
+    zoo=1; id=${id%-zoo}
+    case "$id" in
+      py3.11.2-debian|py3.13.0|py3.10.13|py3.12.1|py3.11.7|numpy1.26|pandas2.0) ;;
+      *) echo "no zoo golden for writer $id (zoo writers: py3.11.2-debian py3.13.0 py3.10.13 py3.12.1 py3.11.7" \
+              "numpy1.26 pandas2.0)" >&2; exit 2 ;;
+    esac ;;
+esac
 recipe() {
   case "$1" in
     # Debian's system Python 3.11.2
@@ -169,11 +189,21 @@ steps=$(recipe "$id")
 python=$(sed -n '1s/^python //p' <<< "$steps")
 pip_steps=$(sed 1d <<< "$steps")
 hash=$( { echo "$steps"; echo "with_pkg=$with_pkg"; } | sha256sum | cut -c1-16)
-env=${AG_TORCHFIX_ENVS:-$HOME/.cache/ag-torchfix/envs}/golden-$id
+envs=${AG_TORCHFIX_ENVS:-$HOME/.cache/ag-torchfix/envs}
+env=$envs/golden-$id
 py=$env/bin/python
 export AG_TORCHFIX_AUTOLOAD=0
+unset GOLDEN_BLOCK_AG_TORCHFIX
+# a zoo golden of another Python may be written by the test-matrix venv of the same stack (see the top of this file)
+case "$id" in py3.13.0) matrix_env=py313 ;; py3.10.13) matrix_env=py310 ;; py3.12.1) matrix_env=py312 ;; *) matrix_env= ;; esac
 if [ -f "$env/.stamp" ] && [ "$(cat "$env/.stamp")" = "$hash" ] && "$py" -I -c "import torch, fastai, autogluon.tabular" 2>/dev/null; then
   echo "golden $id: reusing $env"
+elif [ "$zoo" = 1 ] && [ -n "$matrix_env" ] \
+     && "$envs/$matrix_env/bin/python" -I -c "import torch, fastai, autogluon.tabular, lightgbm, catboost, xgboost" 2>/dev/null; then
+  env=$envs/$matrix_env
+  py=$env/bin/python
+  export GOLDEN_BLOCK_AG_TORCHFIX=1
+  echo "golden $id-zoo: golden-$id is missing or stale; writing with the test-matrix venv $env (ag_torchfix blocked)"
 else
   start=$(date +%s)
   rm -rf "$env"
@@ -192,11 +222,26 @@ else
   echo "$(( $(date +%s) - start ))" > "$env/.build-seconds"
   echo "golden $id: built $env in $(( $(date +%s) - start ))s"
 fi
-if [ "$with_pkg" = 0 ] && "$py" -I -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ag_torchfix') is None)"; then
+if [ "$zoo" = 1 ] && [ -z "${GOLDEN_BLOCK_AG_TORCHFIX:-}" ]; then
+  # the zoo's model libraries, the venv's other packages held where its recipe put them
+  constraints=$(mktemp)
+  "$py" -m pip freeze --disable-pip-version-check 2>/dev/null | grep -E '^[A-Za-z0-9_.-]+==' \
+    | grep -v -i -E '^(lightgbm|catboost|xgboost|xgboost-cpu)==' > "$constraints"
+  # shellcheck disable=SC2086  # a list of requirement specifiers
+  pip_install -c "$constraints" $ZOO_PKGS
+  rm -f "$constraints"
+fi
+if [ "$with_pkg" = 0 ] && [ -z "${GOLDEN_BLOCK_AG_TORCHFIX:-}" ] \
+   && "$py" -I -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ag_torchfix') is None)"; then
   echo "golden $id: ag_torchfix is installed in $env; goldens are written without it (rm -rf $env to rebuild)" >&2
   exit 1
 fi
 if [ "$with_pkg" = 1 ]; then export GOLDEN_TRAIN_WITH_AG_TORCHFIX=1; else unset GOLDEN_TRAIN_WITH_AG_TORCHFIX; fi
 start=$(date +%s)
-nice -n 10 "$py" -I tools/goldens/write_golden.py "$PWD/tests/goldens" "$id"
+if [ "$zoo" = 1 ]; then
+  nice -n 10 "$py" -I tools/goldens/write_golden.py --zoo "$PWD/tests/goldens" "$id-zoo"
+  id=$id-zoo
+else
+  nice -n 10 "$py" -I tools/goldens/write_golden.py "$PWD/tests/goldens" "$id"
+fi
 echo "golden $id: written in $(( $(date +%s) - start ))s ($(du -sh "tests/goldens/$id" | cut -f1))"

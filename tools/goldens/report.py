@@ -7,6 +7,8 @@ Rewrites the part of STATUS.md between the `<!-- auto:begin -->` / `<!-- auto:en
 notes outside them are kept): one row per golden (versions from writer.json, size, venv build seconds) and,
 with --globals, per file role the pickle GLOBAL names (module.name, from GLOBAL and STACK_GLOBAL opcodes; for
 model-internals.pkl, its data.pkl) that each writer's files hold and the reference writer's (py3.11.7) do not.
+Zoo goldens (writer.json "kind": "zoo", WRITER-zoo) get their own table and are compared with py3.11.7-zoo, file
+by file (every model's model.pkl is its own role).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ GOLDENS = ROOT / "tests" / "goldens"
 STATUS = ROOT / "tools" / "goldens" / "STATUS.md"
 ENVS = pathlib.Path(os.environ.get("AG_TORCHFIX_ENVS", pathlib.Path.home() / ".cache" / "ag-torchfix" / "envs"))
 REFERENCE = "py3.11.7"
+ZOO_REFERENCE = "py3.11.7-zoo"
 BEGIN, END = "<!-- auto:begin -->", "<!-- auto:end -->"
 
 STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
@@ -98,6 +101,21 @@ def roles(predictor: pathlib.Path) -> dict[str, bytes]:
     return out
 
 
+def zoo_roles(predictor: pathlib.Path) -> dict[str, bytes]:
+    """Every pickle of a zoo predictor by its path, and the fastai internals' data.pkl."""
+    out = {str(p.relative_to(predictor)): p.read_bytes() for p in sorted(predictor.rglob("*.pkl"))
+           if p.name != "model-internals.pkl"}
+    for internals in sorted(predictor.rglob("model-internals.pkl")):
+        with zipfile.ZipFile(internals) as z:
+            (name,) = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            out[f"{internals.parent.relative_to(predictor)}/model-internals data.pkl"] = z.read(name)
+    return out
+
+
+def is_zoo(golden: pathlib.Path) -> bool:
+    return json.loads((golden / "writer.json").read_text()).get("kind") == "zoo"
+
+
 def du(path: pathlib.Path) -> str:
     try:
         return subprocess.run(["du", "-sh", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
@@ -123,6 +141,8 @@ def golden_rows() -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for d in sorted(p for p in GOLDENS.iterdir() if (p / "writer.json").exists()) if GOLDENS.exists() else []:
         w = json.loads((d / "writer.json").read_text())
+        if w.get("kind") == "zoo":
+            continue
         pk = w.get("packages", {})
         internals = sorted(d.rglob("model-internals.pkl"))
         size = f"{internals[0].stat().st_size / 1024:.0f} KiB" if internals else "-"
@@ -136,21 +156,42 @@ def golden_rows() -> list[str]:
     return lines
 
 
-def globals_tables() -> list[str]:
-    goldens = sorted(p for p in GOLDENS.iterdir() if (p / "predictor").is_dir()) if GOLDENS.exists() else []
-    found = {d.name: {role: pickle_globals(data) for role, data in roles(d / "predictor").items()} for d in goldens}
-    if REFERENCE not in found:
-        return [f"(no {REFERENCE} golden yet: GLOBAL differences not computed)"]
-    ref = found[REFERENCE]
+def zoo_rows() -> list[str]:
+    lines = ["| zoo golden | written by venv | Python | numpy | pandas | scikit-learn | LightGBM | CatBoost | XGBoost | "
+             "torch | golden size | largest file |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for d in sorted(p for p in GOLDENS.iterdir() if (p / "writer.json").exists()) if GOLDENS.exists() else []:
+        w = json.loads((d / "writer.json").read_text())
+        if w.get("kind") != "zoo":
+            continue
+        pk = w.get("packages", {})
+        largest = max((p for p in d.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        env = w.get("env", "-") + (" (ag_torchfix installed, blocked)" if w.get("ag_torchfix_installed_blocked") else "")
+        lines.append(f"| {d.name} | {env} | {w['python'].split()[0]} | {pk.get('numpy')} | {pk.get('pandas')} | "
+                     f"{pk.get('scikit-learn')} | {pk.get('lightgbm')} | {pk.get('catboost')} | "
+                     f"{pk.get('xgboost-cpu') or pk.get('xgboost')} | {pk.get('torch')} | {du(d)} | "
+                     f"{largest.relative_to(d / 'predictor')} ({largest.stat().st_size / 1024:.0f} KiB) |")
+    return lines
+
+
+def globals_tables(zoo: bool = False) -> list[str]:
+    reference = ZOO_REFERENCE if zoo else REFERENCE
+    goldens = sorted(p for p in GOLDENS.iterdir() if (p / "predictor").is_dir() and is_zoo(p) == zoo) \
+        if GOLDENS.exists() else []
+    found = {d.name: {role: pickle_globals(data) for role, data in (zoo_roles if zoo else roles)(d / "predictor").items()}
+             for d in goldens}
+    if reference not in found:
+        return [f"(no {reference} golden yet: GLOBAL differences not computed)"]
+    ref = found[reference]
     all_roles = sorted({r for v in found.values() for r in v})
     lines = [f"GLOBAL names (plus `getattr(global, name)` calls and torch storage locations) in each writer's files "
-             f"that {REFERENCE}'s files of the same role do not hold "
-             f"(and, after `minus`, names {REFERENCE} holds that the writer does not):", ""]
+             f"that {reference}'s files of the same role do not hold "
+             f"(and, after `minus`, names {reference} holds that the writer does not):", ""]
     for role in all_roles:
-        lines += [f"**{role}**", "", "| writer | not in " + REFERENCE + " | minus |", "| --- | --- | --- |"]
+        lines += [f"**{role}**", "", "| writer | not in " + reference + " | minus |", "| --- | --- | --- |"]
         base = ref.get(role, set())
         for writer, per_role in found.items():
-            if writer == REFERENCE or role not in per_role:
+            if writer == reference or role not in per_role:
                 continue
             extra, missing = sorted(per_role[role] - base), sorted(base - per_role[role])
             if extra or missing:
@@ -161,9 +202,11 @@ def globals_tables() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    body = ["## Goldens (generated by tools/goldens/report.py)", "", *golden_rows(), ""]
+    body = ["## Goldens (generated by tools/goldens/report.py)", "", *golden_rows(), "",
+            "## Zoo goldens (generated by tools/goldens/report.py)", "", *zoo_rows(), ""]
     if "--globals" in argv:
         body += ["## Pickled GLOBAL names that differ from " + REFERENCE, "", *globals_tables()]
+        body += ["## Zoo goldens: pickled GLOBAL names that differ from " + ZOO_REFERENCE, "", *globals_tables(zoo=True)]
     text = STATUS.read_text() if STATUS.exists() else f"# Golden predictors: status\n\n{BEGIN}\n{END}\n"
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
