@@ -406,6 +406,10 @@ STRICT: tuple[Entry, ...] = (
         "_regression.median_absolute_error", "_regression.r2_score")),
     Entry("autogluon.core.models.abstract._auxiliary_params.ParamsAuxDict", CONSTRUCT, "dict subclass rebuilt from a plain dict (its __reduce__); warns on mutation"),
     Entry("autogluon.core.models.abstract._mutation_deprecated_dict.ParamsDict", CONSTRUCT, "dict subclass rebuilt from a plain dict (its __reduce__); warns on mutation"),
+    # hyperparameter search spaces a user passed to fit (kept in fit_hyperparameters_ and model params)
+    *(Entry(f"autogluon.common.space.{name}", CONSTRUCT, "search-space bounds a user gave fit (hyperparameter "
+            "tuning): plain data, BUILD is a __dict__ update; sampled only when fitting") for name in (
+        "Bool", "Categorical", "Int", "Real")),
     Entry("autogluon.core.utils.early_stopping.AdaptiveES", REFERENCE, "early-stopping class stored as a setting; not used at predict time"),
     # --- AutoGluon: ensembles and models ------------------------------------------------------------
     Entry("autogluon.core.models.ensemble.stacker_ensemble_model.StackerEnsembleModel", CONSTRUCT, _AG_MODEL),

@@ -75,9 +75,13 @@ FILES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("learner.pkl", (LEARNER,), "predictor._learner_type.load (core/learner/abstract_learner.py)"),
     ("models/trainer.pkl", (TRAINER,), "learner.trainer_type.load (core/trainer/abstract_trainer.py)"),
     ("models/*/model.pkl", ALL_MODELS, "node['type'].load (core/trainer/abstract_trainer.py load_model)"),
-    ("models/*/*/model.pkl", CHILD_MODELS + (GREEDY,), "bag._child_type.load (bagged_ensemble_model.py load_child)"),
+    ("models/*/*/model.pkl", CHILD_MODELS + (GREEDY,) + ENSEMBLES,
+     "bag._child_type.load (bagged_ensemble_model.py load_child); a tuning trial's bag (models/<name>/T<n>/)"),
+    ("models/*/*/*/model.pkl", CHILD_MODELS, "a tuning trial's bag's children (models/<name>/T<n>/S1F1/)"),
     ("models/*/utils/model_template.pkl", CHILD_MODELS + (GREEDY,), "bagged_ensemble_model.py load_model_base"),
     ("models/*/utils/oof.pkl", ("builtins.dict",), "bagged_ensemble_model.py load_oof"),
+    ("models/*/dataset_train.pkl", ("builtins.tuple",), "core/hpo/executors.py: (X, y) saved for tuning trials"),
+    ("models/*/dataset_val.pkl", ("builtins.tuple",), "core/hpo/executors.py: (X_val, y_val) saved for tuning trials"),
     ("**/info.pkl", ("builtins.dict",), "load_info (abstract_model.py, abstract_trainer.py, abstract_learner.py)"),
     ("utils/attr/**", ("numpy.ndarray", "pandas.core.series.Series", "pandas.core.frame.DataFrame"),
      "tabular/trainer/abstract_trainer.py (validation prediction cache)"),
@@ -146,6 +150,13 @@ SEQUENCES: dict[str, str] = {
     "TextSpecialFeatureGenerator._symbols": "text_special.py _filter_symbols: for symbol in symbols",
     "TextSpecialFeatureGenerator._symbols_per_feature[*]": "text_special.py _generate_features: for symbol in symbols",
     "DatetimeFeatureGenerator.features": "datetime.py _generate_features_datetime: for feature in self.features",
+}
+
+# Dicts whose keys may be classes: the user's hyperparameters keyed by model class (fit(hyperparameters={LGBModel:
+# {...}})), kept as given and handed back to fit by fit_extra / fit_pseudolabel; never called at load or predict.
+CLASS_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "TabularPredictor.fit_hyperparameters_": (ALL_MODELS, "predictor.py fit: self.fit_hyperparameters_ = "
+                                              "hyperparameters (fit_extra / fit_pseudolabel pass them back to fit)"),
 }
 
 # Names AutoGluon joins into paths: they must be plain file names (no separator, no '..').
@@ -264,7 +275,8 @@ def _walk(root) -> str | None:
                     return (f"{_slot(owner, trail)} holds {_describe(value)}; AutoGluon iterates a list there "
                             f"({SEQUENCES[key]})")
             else:
-                problem = _plain_name(value, f"{_slot(owner, trail)} ({NAMES[key]})")
+                check = _model_name if key == "AbstractModel.name" else _plain_name
+                problem = check(value, f"{_slot(owner, trail)} ({NAMES[key]})")
                 if problem:
                     return problem
         if isinstance(value, _LEAVES):
@@ -282,11 +294,12 @@ def _walk(root) -> str | None:
             continue
         if isinstance(value, dict):
             named = (_qualnames(owner) & _NAMED_OWNERS) and trail[-1:] and f"{trail[-1]}" in _NAMED_ATTRS
+            class_keys = CLASS_KEYS.get(_slot_key(owner, trail)) if len(trail) == 1 else None
             for key, item in _bounded(dict.items(value)):  # dict's own method: an instance may shadow .items
-                if _is_callable_value(key):
+                if _is_callable_value(key) and not (class_keys and any(_is(key, n) for n in class_keys[0])):
                     return f"{_slot(owner, trail)} uses {_describe(key)} as a key"
                 if named:
-                    problem = _plain_name(key, f"a model name in {_slot(owner, trail)}")
+                    problem = _model_name(key, f"a model name in {_slot(owner, trail)}")
                     if problem:
                         return problem
                 todo.append((item, owner, trail + (f"[{key}]" if isinstance(key, str) else "[*]",)))
@@ -361,6 +374,13 @@ def _qualnames(cls: type) -> frozenset[str]:
     return frozenset(klass.__qualname__ for klass in cls.__mro__)
 
 
+def _slot_key(owner: type, trail: tuple[str, ...]) -> str | None:
+    """The CLASS_KEYS row of an attribute, matched on the owner's MRO."""
+    attr = trail[0][1:]
+    return next((key for key in CLASS_KEYS if key.endswith(f".{attr}") and key.split(".")[0] in _qualnames(owner)),
+                None)
+
+
 def _slot(owner: type, trail: tuple[str, ...]) -> str:
     return f"{owner.__qualname__}{''.join(trail)}"
 
@@ -375,6 +395,16 @@ def _plain_name(value, where: str) -> str | None:
     if isinstance(value, (str, bytes, bytearray)) or type(value).__module__.startswith(("numpy", "pandas")):
         return _plain_name_only(value, where)
     return None
+
+
+def _model_name(value, where: str) -> str | None:
+    """A model name: a plain file name, or two joined by one '/' (a tuning trial: core/hpo/executors.py names
+    each os.path.join(model_name, trial_id))."""
+    if type(value) is str and value.count("/") == 1:
+        first, second = value.split("/")
+        return _plain_name_only(first, where) or _plain_name_only(second, where) if first and second else (
+            f"{where} is {_describe(value)}, not a plain file name: AutoGluon joins it into a path")
+    return _plain_name_only(value, where)
 
 
 def _plain_name_only(value, where: str) -> str | None:

@@ -369,7 +369,8 @@ def _strict_loaded(path: str) -> bool:
         return False
     rel_path = "/".join(rel)
     return (rel_path in STRICT_LOADED or (rel[:1] == ["models"] and rel[-1] in ("model.pkl", "model_template.pkl",
-                                                                                "oof.pkl"))
+                                                                                "oof.pkl", "dataset_train.pkl",
+                                                                                "dataset_val.pkl"))
             or (rel[:1] == ["utils"] and rel[-1].endswith(".pkl")))
 
 
