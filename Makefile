@@ -106,6 +106,20 @@ clean:
 # refuses to run in CI. Rebuild one writer with `make goldens GOLDEN_WRITERS=py3.13.0`. The GPU-written golden
 # (py3.12.3-torch2.11-cu130) is imported once by tools/goldens/import_gpu.py, not rebuilt here.
 GOLDEN_WRITERS ?= py3.11.2-debian py3.13.0 py3.10.13 py3.12.1 py3.11.7 numpy1.26 pandas2.0 pandas2.1 pandas2.2 \
-  pandas2.3 torch2.6 torch2.14 fastai2.7.18 fastai2.7.19 fastai2.8.12 ag1.1 ag1.2 ag1.3 ag1.4 ag1.5
+  pandas2.3 torch2.6 torch2.14 fastai2.7.18 fastai2.7.19 fastai2.8.12 ag1.1 ag1.2 ag1.3 ag1.4 ag1.5 \
+  py3.11.7-zoo py3.11.2-debian-zoo numpy1.26-zoo pandas2.0-zoo py3.13.0-zoo py3.10.13-zoo py3.12.1-zoo
 goldens:
 	@for writer in $(GOLDEN_WRITERS); do tools/goldens/build.sh $$writer || exit 1; done
+
+.PHONY: ag-suite
+
+# AutoGluon's own tabular unit tests with strict mode on in every process (tools/ag_suite.py), then the failures
+# again with strict mode off (--baseline) to tell strict mode's failures apart; not part of `make test`. The tests
+# are not on PyPI: give a checkout of github.com/autogluon/autogluon at the installed version's tag, e.g.
+# `git clone --depth 1 --branch v1.6.3 https://github.com/autogluon/autogluon /tmp/autogluon` and
+# `make ag-suite AG_SUITE_CHECKOUT=/tmp/autogluon`. AG_SUITE_SUBSET: quick (159 tests, 5-14 min here), models, all.
+AG_SUITE_CHECKOUT ?=
+AG_SUITE_SUBSET ?= quick
+ag-suite: $(STAMP)
+	@mkdir -p .cache
+	$(PY) tools/ag_suite.py --checkout "$(AG_SUITE_CHECKOUT)" --subset $(AG_SUITE_SUBSET) --baseline --json .cache/ag-suite.json

@@ -331,3 +331,104 @@ def load_obj(path: pathlib.Path):
 def dump_obj(obj, path: pathlib.Path) -> None:
     with open(path, "wb") as fh:
         pickle.dump(obj, fh, protocol=4)  # as AutoGluon writes them
+
+
+# --- strict mode's genuine golden set (tests/test_strict_genuine.py) --------------------------------------
+# Real predictors as users train them: every CPU model family, every problem type, bagging, stacking, refit_full,
+# categorical + text (n-gram) + datetime features, cached training data, model classes as hyperparameter keys, a
+# LightGBM tree with a single leaf, hyperparameter tuning (plain and bagged), and the TabPFN family member AutoGluon
+# can train offline (TabPFNMix from a random initialization: every other TabPFN-family model needs weights from a
+# model hub).
+
+FAMILY_NAMES = {"GBM": "LightGBM", "CAT": "CatBoost", "XGB": "XGBoost", "RF": "RandomForest", "XT": "ExtraTrees",
+                "KNN": "KNeighbors", "LR": "LinearModel", "NN_TORCH": "NeuralNetTorch", "FASTAI": "NeuralNetFastAI",
+                "TABPFNMIX": "TabPFNMix"}
+
+# TabPFNMix without pre-trained weights (model_path_* None: "fitting model from random initialization"), tiny.
+TABPFNMIX_OFFLINE = {"model_path_classifier": None, "model_path_regressor": None, "n_layers": 1, "n_heads": 2,
+                     "dim": 32, "max_epochs": 1, "n_ensembles": 1}
+
+# name -> (problem_type, what it covers); fit_genuine holds each recipe.
+GENUINE = {
+    "binary-bagged-stacked-refit": ("binary", "every CPU family, 2-fold bagging, one stack level, refit_full"),
+    "multiclass-cache-data": ("multiclass", "every CPU family, tuning data, cache_data=True (utils/data)"),
+    "regression": ("regression", "every CPU family, sample weights"),
+    "quantile": ("quantile", "every family that supports quantiles"),
+    "model-class-keys": ("binary", "hyperparameters keyed by the model classes themselves"),
+    "lightgbm-single-leaf": ("regression", "a LightGBM model whose trees have a single leaf"),
+    "tabpfnmix": ("binary", "TabPFNMix (TabPFN family) trained offline from a random initialization"),
+    "hpo": ("binary", "hyperparameter tuning (search spaces, trials named <model>/T<n>)"),
+    "hpo-bagged": ("binary", "hyperparameter tuning of a bagged model (trials are bags, HPO datasets on disk)"),
+    "dummy-bagged": ("binary", "AutoGluon's DUMMY model (the constant predictor its own tests fit), bagged"),
+}
+
+
+def zoo_classes() -> dict[str, type]:
+    """The model class behind each key of ZOO: what a user passes to fit instead of the key."""
+    from autogluon.tabular.registry import ag_model_registry
+
+    return {key: ag_model_registry.key_to_cls(key) for key in ZOO}
+
+
+def fit_genuine(name: str, path: pathlib.Path):
+    """Train the genuine predictor ``name`` of GENUINE at ``path`` (strict mode off: it is genuine)."""
+    from autogluon.tabular import TabularPredictor
+
+    problem_type = GENUINE[name][0]
+    kwargs = {"quantile_levels": [0.1, 0.5, 0.9]} if problem_type == "quantile" else {}
+    seed = sorted(GENUINE).index(name)
+    data = make_table(240, problem_type, seed=seed)
+    fit = dict(hyperparameters=ZOO)
+    expected = set(FAMILY_NAMES[k] for k in ZOO)
+    if name == "binary-bagged-stacked-refit":
+        fit.update(num_bag_folds=2, num_bag_sets=1, num_stack_levels=1, dynamic_stacking=False)
+    elif name == "multiclass-cache-data":
+        fit.update(tuning_data=make_table(120, problem_type, seed=seed + 100))
+    elif name == "regression":
+        data["weight"] = np.linspace(0.5, 1.5, len(data))
+        kwargs["sample_weight"] = "weight"
+    elif name == "quantile":
+        expected = {"LightGBM", "CatBoost", "RandomForest", "ExtraTrees", "NeuralNetTorch", "NeuralNetFastAI"}
+        expected &= set(FAMILY_NAMES.values())
+    elif name == "model-class-keys":
+        fit["hyperparameters"] = {cls: dict(ZOO[key]) for key, cls in zoo_classes().items()}
+    elif name == "lightgbm-single-leaf":
+        # min_data_in_leaf above the row count: no split is possible, every tree is a single leaf (LightGBM
+        # writes num_leaves=1 and an empty leaf_weight); a second, ordinary LightGBM beside it
+        fit["hyperparameters"] = {"GBM": [
+            {"num_boost_round": 5, "min_data_in_leaf": 10_000, "ag_args": {"name_suffix": "SingleLeaf"}},
+            {"num_boost_round": 5}]}
+        expected = {"LightGBMSingleLeaf", "LightGBM"}
+    elif name == "tabpfnmix":
+        fit["hyperparameters"] = {"TABPFNMIX": TABPFNMIX_OFFLINE}
+        expected = {"TabPFNMix"}
+    elif name in ("hpo", "hpo-bagged"):
+        from autogluon.common import space
+
+        # AutoGluon's own local HPO (no Ray Tune): two random trials over a search space
+        fit["hyperparameters"] = {"GBM": {"num_boost_round": 20, "num_leaves": space.Int(4, 16)}}
+        fit["hyperparameter_tune_kwargs"] = {"searcher": "random", "scheduler": "local", "num_trials": 2}
+        if name == "hpo-bagged":
+            fit.update(num_bag_folds=2, num_bag_sets=1, fit_weighted_ensemble=False)
+        expected = {"LightGBM/T1", "LightGBM/T2"} if name == "hpo" else {"LightGBM_BAG_L1/T1", "LightGBM_BAG_L1/T2"}
+    elif name == "dummy-bagged":
+        fit.update(hyperparameters={"DUMMY": {}}, num_bag_folds=2, num_bag_sets=1)
+        expected = {"Dummy_BAG_L1"}
+    predictor = TabularPredictor(label="label", problem_type=problem_type, path=str(path), verbosity=0,
+                                 learner_kwargs={"cache_data": True}, **kwargs)  # AutoGluon's default, explicit
+    predictor.fit(data, **fit)
+    if name == "binary-bagged-stacked-refit":
+        predictor.refit_full()
+    trained = {m.split("_")[0] for m in predictor.model_names()} | set(predictor.model_names())
+    missing = expected - trained
+    assert not missing, f"{name}: {sorted(missing)} failed to train (got {sorted(trained)})"
+    return predictor
+
+
+def genuine_recipe_source() -> str:
+    """Everything the genuine predictors depend on in this file (their cache key hashes it)."""
+    import inspect
+
+    return "\n".join([inspect.getsource(make_table), repr(WORDS), repr(ZOO), repr(FAMILY_NAMES),
+                      repr(TABPFNMIX_OFFLINE), repr(GENUINE), inspect.getsource(zoo_classes),
+                      inspect.getsource(fit_genuine)])
