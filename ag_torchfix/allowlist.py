@@ -382,6 +382,12 @@ STRICT: tuple[Entry, ...] = (
     Entry("autogluon.tabular.trainer.auto_trainer.AutoTrainer", CONSTRUCT, _AG),
     Entry("autogluon.common.features.feature_metadata.FeatureMetadata", CONSTRUCT, _AG),
     Entry("autogluon.common.utils.cv_splitter.CVSplitter", CONSTRUCT, _AG),
+    Entry("autogluon.core.models.dummy.dummy_model.DummyModel", CONSTRUCT, "AutoGluon's DUMMY model (a constant "
+          "predictor, the model of AutoGluon's own edge-case tests); " + _AG_MODEL),
+    Entry("autogluon.core.models.dummy._dummy_quantile_regressor.DummyQuantileRegressor", CONSTRUCT,
+          "list of per-quantile sklearn DummyRegressors; " + _AG),
+    *(Entry(f"sklearn.dummy.{cls}", CONSTRUCT, "sklearn's constant predictors: fitted constants only; " + _SK)
+      for cls in ("DummyClassifier", "DummyRegressor")),
     Entry("autogluon.core.utils.utils.CVSplitter", CONSTRUCT, "AutoGluon 1.1 location of CVSplitter; " + _AG),
     Entry("autogluon.core.data.cleaner.CleanerDummy", CONSTRUCT, _AG),
     Entry("autogluon.core.data.cleaner.CleanerMulticlass", CONSTRUCT, _AG),

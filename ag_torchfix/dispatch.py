@@ -41,7 +41,7 @@ CHILD_MODELS = (
     _TAB_MODELS + "xgboost.xgboost_model.XGBoostModel", _TAB_MODELS + "rf.rf_model.RFModel",
     _TAB_MODELS + "xt.xt_model.XTModel", _TAB_MODELS + "knn.knn_model.KNNModel", _TAB_MODELS + "lr.lr_model.LinearModel",
     _TAB_MODELS + "tabular_nn.torch.tabular_nn_torch.TabularNeuralNetTorchModel",
-    _TAB_MODELS + "fastainn.tabular_nn_fastai.NNFastAiTabularModel",
+    _TAB_MODELS + "fastainn.tabular_nn_fastai.NNFastAiTabularModel", _CORE_MODELS + "dummy.dummy_model.DummyModel",
 )
 GREEDY = _CORE_MODELS + "greedy_ensemble.greedy_weighted_ensemble_model.GreedyWeightedEnsembleModel"
 ENSEMBLES = (_CORE_MODELS + "ensemble.stacker_ensemble_model.StackerEnsembleModel",

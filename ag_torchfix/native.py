@@ -1279,6 +1279,28 @@ def _sk_columns(est) -> str | None:
     return None
 
 
+def _sk_dummy_classifier(est) -> str | None:
+    d = est.__dict__
+    classes, prior = d.get("classes_"), d.get("class_prior_")
+    if d.get("n_outputs_") != 1 or not isinstance(classes, np.ndarray) or not isinstance(prior, np.ndarray):
+        return "a DummyClassifier that is not one output with array classes_ and class_prior_"
+    if classes.ndim != 1 or prior.shape != classes.shape or not _is_int(d.get("n_classes_")) or \
+            d["n_classes_"] != len(classes) or len(classes) == 0:
+        return (f"DummyClassifier classes_ {classes.shape}, class_prior_ {prior.shape} and n_classes_ "
+                f"{d.get('n_classes_')!r} disagree")
+    if prior.dtype.kind != "f" or not np.isfinite(prior).all():
+        return "DummyClassifier class_prior_ is not finite floats"
+    return None
+
+
+def _sk_dummy_regressor(est) -> str | None:
+    d = est.__dict__
+    constant = d.get("constant_")
+    if d.get("n_outputs_") != 1 or not isinstance(constant, np.ndarray) or constant.shape != (1, 1):
+        return "a DummyRegressor that is not one output with a (1, 1) constant_"
+    return None
+
+
 _SK_PARAMS = Invariant(_sk_params, "sklearn checks hyper-parameters (_parameter_constraints) in fit only; predict and "
                                    "transform use them as they are (QuantileTransformer._transform_col: "
                                    "UnboundLocalError for an unknown output_distribution)")
@@ -1303,6 +1325,16 @@ _SK_KNN = (
 
 # class name (module.qualname) -> the invariants sklearn's predict path assumes of its fitted state
 SKLEARN_INVARIANTS: dict[str, tuple[Invariant, ...]] = {
+    "sklearn.dummy.DummyClassifier": (
+        _SK_PARAMS,
+        Invariant(_sk_dummy_classifier, "DummyClassifier.predict takes classes_[class_prior_.argmax()] and draws "
+                                        "randint(n_classes_) into classes_ (IndexError when they disagree)"),
+    ),
+    "sklearn.dummy.DummyRegressor": (
+        _SK_PARAMS,
+        Invariant(_sk_dummy_regressor, "DummyRegressor.predict fills an (n_samples, n_outputs_) array from constant_ "
+                                       "(n_outputs_ of the file's choosing: a MemoryError past 1 GiB)"),
+    ),
     "sklearn.feature_extraction.text.CountVectorizer": (
         _SK_PARAMS,
         Invariant(_sk_vocabulary, "CountVectorizer._count_vocab builds csr_matrix(j_indices=vocabulary_[term], "

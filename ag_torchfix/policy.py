@@ -54,7 +54,7 @@ import types
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import allowlist, archive, denylist, pickle_scan
+from . import allowlist, archive, denylist, pickle_scan, value_invariants
 from .allowlist import CALL, CONSTRUCT, REFERENCE, Pattern
 from .pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, SSet, is_dunder
 
@@ -483,22 +483,9 @@ def _tensor_view_problem(args) -> str | None:
     pid = storage.args if type(storage) is Obj else None
     if not (type(pid) is tuple and len(pid) == 5 and type(pid[4]) is int):
         return None  # the persistent id itself is refused (TorchRules.persistent)
-    if len(size) != len(stride) or len(size) > MAX_TENSOR_DIMS:
-        return f"size {_show(size)} and stride {_show(stride)} do not describe a tensor"
-    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
-        return f"a negative offset, size or stride ({offset}, {_show(size)}, {_show(stride)})"
-    numel = math.prod(size)
-    if numel > MAX_TENSOR_ELEMENTS:
-        return f"it declares {numel} elements (more than {MAX_TENSOR_ELEMENTS})"
-    expected = 1
-    for n, s in zip(reversed(size), reversed(stride)):
-        if n > 1 and s != expected:
-            return (f"stride {_show(stride)} is not the contiguous stride of size {_show(size)} (torch.save writes "
-                    "tensors as contiguous views; a zero or overlapping stride repeats the storage)")
-        expected *= n
-    if numel and offset + numel > pid[4]:
-        return f"elements {offset}..{offset + numel} lie outside its storage of {pid[4]} elements"
-    return None
+    if len(size) <= MAX_TENSOR_DIMS and math.prod(size) > MAX_TENSOR_ELEMENTS:
+        return f"it declares {math.prod(size)} elements (more than {MAX_TENSOR_ELEMENTS})"
+    return value_invariants.tensor_view_problem(pid[4], offset, size, stride, max_dims=MAX_TENSOR_DIMS)
 
 
 _INT_CODES = frozenset("iu")

@@ -123,17 +123,18 @@ def _tensor_args(args) -> str | None:
     return tensor_view_problem(len(storage), offset, size, stride)  # elements (bytes for an untyped storage)
 
 
-def tensor_view_problem(numel_storage: int, offset: int, size: tuple, stride: tuple) -> str | None:
-    """torch.save writes contiguous views inside their storage; torch's set_ trusts any size and stride."""
-    if len(size) != len(stride) or len(size) > 64:
+def tensor_view_problem(numel_storage: int, offset: int, size: tuple, stride: tuple, max_dims: int = 64) -> str | None:
+    """torch.save writes contiguous views inside their storage; torch's set_ trusts any size and stride.  Shared by
+    the default loader's static pass (symbols) and strict mode (real storages)."""
+    if len(size) != len(stride) or len(size) > max_dims:
         return f"size {size} and stride {stride} do not describe a tensor"
     if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         return f"a negative offset, size or stride ({offset}, {size}, {stride})"
     expected = 1
     for n, s in zip(reversed(size), reversed(stride)):
         if n > 1 and s != expected:
-            return (f"stride {stride} is not the contiguous stride of size {size} (a zero or overlapping stride "
-                    "repeats the storage)")
+            return (f"stride {stride} is not the contiguous stride of size {size} (torch.save writes tensors as "
+                    "contiguous views; a zero or overlapping stride repeats the storage)")
         expected *= n
     numel = math.prod(size)
     if numel and offset + numel > numel_storage:

@@ -432,3 +432,15 @@ def genuine_recipe_source() -> str:
     return "\n".join([inspect.getsource(make_table), repr(WORDS), repr(ZOO), repr(FAMILY_NAMES),
                       repr(TABPFNMIX_OFFLINE), repr(GENUINE), inspect.getsource(zoo_classes),
                       inspect.getsource(fit_genuine)])
+
+
+# --- fitted AutoGluon feature generators (strict mode's value tests) -----------------------------------------
+
+TEXT_FRAME = {"text": ["hello world! it is a test.", "another short text? yes @ home"] * 20}
+
+
+def fitted_generator(cls, frame, **kwargs):
+    """A real AutoGluon feature generator fitted on ``frame`` (a DataFrame)."""
+    generator = cls(verbosity=0, **kwargs)
+    generator.fit_transform(frame)
+    return generator

@@ -466,6 +466,7 @@ def test_xgboost_sizes_cannot_wrap_around(xgb_models):
 def sk_fitted():
     """Tiny genuine estimators of every class in SKLEARN_INVARIANTS that AutoGluon predicts with."""
     from sklearn.compose import ColumnTransformer
+    from sklearn.dummy import DummyClassifier, DummyRegressor
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.impute import SimpleImputer
@@ -501,6 +502,8 @@ def sk_fitted():
         "rf": (RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, y), "predict_proba", X),
         "rf-predict": (RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, y), "predict", X),
         "dt": (DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y), "predict", X),
+        "dummy": (DummyClassifier(strategy="prior").fit(X, y), "predict", X),
+        "dummy-r": (DummyRegressor().fit(X, rng.random(60)), "predict", np.zeros((200_000, 4))),
         "ct": (ColumnTransformer([("s", StandardScaler(), ["a", "b"]),
                                   ("q", QuantileTransformer(n_quantiles=10), [2, 3])]).fit(frame), "transform", frame),
     }
@@ -521,6 +524,11 @@ def _wide_tree(forest):
 
 # name -> (fitted estimator, tamper, what the library does, what the refusal says)
 SK_ATTACKS = {
+    "DummyClassifier class_prior_": ("dummy", lambda e: setattr(e, "class_prior_", np.r_[e.class_prior_, 0, 0, 9.0]),
+                                     {"IndexError"}, "class_prior_ (6,)"),
+    "DummyRegressor n_outputs_": ("dummy-r", lambda e: (setattr(e, "n_outputs_", 5000),
+                                                        setattr(e, "constant_", np.zeros((1, 5000)))),
+                                  {"MemoryError", "bad_alloc"}, "not one output"),
     "CountVectorizer vocabulary index": ("cv", lambda e: e.vocabulary_.__setitem__("the", 10**7), {"signal"},
                                          "vocabulary_ values are not a permutation"),
     "CountVectorizer negative index": ("cv", lambda e: e.vocabulary_.__setitem__("the", -(2**31 - 1)), {"signal"},

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TEXT_FRAME, fitted_generator
+
 import ag_torchfix
 from ag_torchfix import strict_mode
 
@@ -84,13 +86,10 @@ def newobj_with_state(cls, state) -> object:
 
 @pytest.fixture(scope="module")
 def text_frame():
-    return pd.DataFrame({"text": ["hello world! it is a test.", "another short text? yes @ home"] * 20})
+    return pd.DataFrame(TEXT_FRAME)
 
 
-def _generator(cls, frame, **kwargs):
-    generator = cls(verbosity=0, **kwargs)
-    generator.fit_transform(frame)
-    return generator
+_generator = fitted_generator
 
 
 # --- RT-1 / RT-2: a "[*]" row checks a dict's values, AutoGluon iterates the dict's keys --------------------------

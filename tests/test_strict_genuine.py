@@ -64,16 +64,7 @@ TABPFNMIX = pytest.mark.xfail(strict=True, reason=(
     "tabpfnmix module classes as records, or AutoGluon's own weights-only state_dict), then the class in "
     "STRICT and CHILD_MODELS"))
 
-DUMMY = pytest.mark.xfail(strict=True, reason=(
-    "refusal of models/trainer.pkl: 'it references 1 global outside the allowlist: "
-    "autogluon.core.models.dummy.dummy_model.DummyModel'. AutoGluon's DUMMY model (in its model registry; the "
-    "model most of AutoGluon's edge-case tests fit: 16 of the 40 strict failures of `make ag-suite` before the "
-    "class-key fix) is in neither allowlist.STRICT nor dispatch.CHILD_MODELS, nor are the estimators it holds. "
-    "Fix: DummyModel, sklearn.dummy.DummyClassifier / DummyRegressor and "
-    "autogluon.core.models.dummy._dummy_quantile_regressor.DummyQuantileRegressor in STRICT (CONSTRUCT: fitted "
-    "constants only), DummyModel in CHILD_MODELS"))
-
-MARKS = {"tabpfnmix": [TABPFNMIX], "dummy-bagged": [DUMMY]}
+MARKS = {"tabpfnmix": [TABPFNMIX]}
 CASES = [pytest.param(name, marks=MARKS.get(name, []), id=name) for name in GENUINE]
 
 

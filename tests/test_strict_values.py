@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import TEXT_FRAME, fitted_generator
+
 import ag_torchfix
 from ag_torchfix import allowlist, strict_mode, value_invariants
 
@@ -163,13 +165,10 @@ def test_the_tables_cover_every_call_strict_mode_admits():
 
 @pytest.fixture(scope="module")
 def text_frame():
-    return pd.DataFrame({"text": ["hello world! it is a test.", "another short text? yes @ home"] * 20})
+    return pd.DataFrame(TEXT_FRAME)
 
 
-def _generator(cls, frame, **kwargs):
-    generator = cls(verbosity=0, **kwargs)
-    generator.fit_transform(frame)
-    return generator
+_generator = fitted_generator
 
 
 TRANSFORM = ("import pandas as pd; obj.transform(pd.DataFrame({'text': ['a' * 40 + '!']}))")
