@@ -326,3 +326,21 @@ def test_verify_and_lock_trust_failure_modes(change, locked, tmp_path, monkeypat
     if change in ("lock-edited", "wrong-digest", "no-lock"):  # the digest no longer names this lock
         with pytest.raises(ag_torchfix.DisallowedGlobalsError):
             _load(file)
+
+
+@pytest.mark.parametrize("path", [
+    "s3://bucket/p/model.pkl", "s3a://bucket/p", "s3n://b/x", "s3:/bucket", "s3bucket/x", "https://host/x.pkl",
+    "http://host", "https:///no-host", "ftp://host/x", "file:///tmp/x", "dir/evil://x", "a://b", "/abs/path",
+    "relative/path", "S3://upper", "", "http://[::1", "s3"])
+def test_remote_is_decided_as_autogluon_decides_it(path):
+    """trust.remote_kind (used by trust, strict mode's loader and its text readers) against AutoGluon's own
+    functions: a path is remote exactly where AutoGluon's load_pkl reads it remotely (issue 18: 'a://b' went to
+    AutoGluon's full-pickle loader as if it were a URL)."""
+    from autogluon.common.loaders import load_pkl
+    from autogluon.common.utils import s3_utils
+
+    web = getattr(load_pkl, "_is_web_url", None)
+    expected = "s3" if s3_utils.is_s3_url(path) else ("url" if web is not None and web(path) else None)
+    if web is None and trust.remote_kind(path) == "url":
+        pytest.skip("this AutoGluon has no web-URL branch (strict mode treats such paths as local there)")
+    assert trust.remote_kind(path) == expected
