@@ -163,25 +163,13 @@ def test_a_model_graph_path_cannot_leave_the_predictor(zoo_copy):
     assert scan_strict(predictor)[0] != 0
 
 
-def test_a_feature_generator_named_by_string_is_not_imported(zoo_copy):
+@pytest.mark.parametrize("container, match", [
+    ("dict", "model_specific_feature_generator_kwargs"),
+    # a Series answers params_aux["key"] and .get like the dict AutoGluon writes (issue 18): the dict is required
+    ("series", "AutoGluon writes a dict there"),
+])
+def test_a_feature_generator_named_by_string_is_not_imported(zoo_copy, container, match):
     """AutoGluon 1.6 resolves model_specific_feature_generator_kwargs' class names with importlib at predict."""
-    predictor = zoo_copy("zoo-multiclass")
-    path = predictor / "models" / "LinearModel" / "model.pkl"
-    model = load_obj(path)
-    if not hasattr(model, "_model_specific_feature_generators"):
-        pytest.skip("this AutoGluon has no model-specific feature generators")
-    model._model_specific_feature_generators = "NOTSET"
-    model.params_aux["model_specific_feature_generator_kwargs"] = {"feature_generators": [["wave:Error", {}]]}
-    dump_obj(model, path)
-    live = run_autogluon(predictor, "LinearModel", strict=False)
-    assert "No module named" not in live.stderr and ("wave" in live.stderr or "Error()" in live.stderr), live.stderr
-    strict_refuses(predictor, "LinearModel", match="model_specific_feature_generator_kwargs")
-    assert scan_strict(predictor)[0] != 0
-
-
-def test_params_aux_smuggled_in_a_series_is_refused(zoo_copy):
-    """A Series answers ``params_aux["key"]`` and ``.get`` like the dict AutoGluon writes: the value reached
-    through it is the same import; strict mode requires the dict (issue 18)."""
     import pandas as pd
 
     predictor = zoo_copy("zoo-multiclass")
@@ -192,11 +180,14 @@ def test_params_aux_smuggled_in_a_series_is_refused(zoo_copy):
     model._model_specific_feature_generators = "NOTSET"
     params = dict(model.params_aux)
     params["model_specific_feature_generator_kwargs"] = {"feature_generators": [["wave:Error", {}]]}
-    model.params_aux = pd.Series(params, dtype=object)
+    if container == "dict":
+        model.params_aux.update(params)
+    else:
+        model.params_aux = pd.Series(params, dtype=object)
     dump_obj(model, path)
     live = run_autogluon(predictor, "LinearModel", strict=False)
     assert "No module named" not in live.stderr and ("wave" in live.stderr or "Error()" in live.stderr), live.stderr
-    strict_refuses(predictor, "LinearModel", match="AutoGluon writes a dict there")
+    strict_refuses(predictor, "LinearModel", match=match)
     assert scan_strict(predictor)[0] != 0
 
 
