@@ -274,7 +274,7 @@ class StrictUnpickler(pickle._Unpickler):
             raise ValueRefused(problem)
         allowed = allowlist.STRICT_CALLABLE_ARGS.get(name, ())
         for value in _shallow(args[0] if opname == "NEWOBJ_EX" else args):
-            if not _is_code(value):
+            if not value_invariants.is_code(value):
                 continue
             use = _objects.use_of(value)
             if not any(value is _objects.resolved(token) if not token.startswith("<") else
@@ -386,11 +386,6 @@ class StrictUnpickler(pickle._Unpickler):
     for _op in (pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID, pickle.BINPERSID):
         dispatch[_op[0]] = _refuse
     del _op
-
-
-def _is_code(value) -> bool:
-    """A class or something callable that pickle can name: what a callee could call."""
-    return isinstance(value, type) or inspect.isroutine(value) or isinstance(value, functools.partial)
 
 
 def _shallow(args):
