@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     lock.add_argument("directory", metavar="DIR")
     verify = sub.add_parser("verify", help="check DIR against its ag_torchfix.lock (exit 0 match, 2 differs, 3 no lock)")
     verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("--expect", metavar="sha256:DIGEST", type=_digest,
+                        help="the lock digest you trust (what `lock` printed): another lock does not match (exit 2)")
     verify.add_argument("--json", action="store_true", help="print one JSON document (schema ag_torchfix.verify/1)")
     args = parser.parse_args(argv)
     commands = {"scan": _scan, "doctor": _doctor, "lock": _lock, "verify": _verify}
@@ -188,6 +191,13 @@ class _Progress:
 
 # --- lock / verify ---------------------------------------------------------------------------------
 
+def _digest(text: str) -> str:
+    value = text.strip().lower()
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+        raise argparse.ArgumentTypeError("expected sha256:<64 hex digits>, as `ag-torchfix lock` prints it")
+    return value
+
+
 def _lock(args) -> int:
     from ag_torchfix import lock
 
@@ -206,7 +216,7 @@ def _lock(args) -> int:
 def _verify(args) -> int:
     from ag_torchfix import lock
 
-    result = lock.verify(args.directory)
+    result = lock.verify(args.directory, expect=args.expect)
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -219,6 +229,8 @@ def _verify(args) -> int:
     for label, items in (("added", result.added), ("removed", result.removed), ("not a file", result.not_regular)):
         for rel in items:
             print(f"{label:>10}  {safe(rel)}")
+    if result.unexpected:
+        print(f"  the lock's digest {result.digest} is not the expected {result.expected}")
     verdict = "matches its lock" if result.ok else "does NOT match its lock"
     print(f"{safe(args.directory)} {verdict} ({result.digest}) (exit {result.exit_code})")
     return result.exit_code

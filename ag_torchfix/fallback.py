@@ -30,8 +30,11 @@ def open_door(err: SecureLoadError, path: str | None, read: Callable[[int], byte
     file that was read: location trust holds only while ``path`` still names that very file."""
     if isinstance(err, UnreadableFileError) or err.forced or trust.platform_forces_weights_only():
         raise err
-    source = trust.trust_source(path)
-    if source is not None and identity is not None and not files.names(path, identity):
+    # the path is resolved once: trust is judged on that real path, and that same real path must name the very
+    # file that was read (resolving twice let a link flip between the two looks)
+    real = trust.normalise(path) if path is not None else None
+    source = trust.trust_source(real, resolved=True)
+    if source is not None and identity is not None and not files.names(real, identity):
         source = None  # the path now names another file than the one read: its location proves nothing
     data = None
     if source is None:

@@ -11,13 +11,15 @@ describes bytes, not where a link points.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 from . import files
-from .trust import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, read_lock
+from .trust import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, parse_lock
 
 CHUNK = 1 << 20
 
@@ -36,6 +38,12 @@ class Verification:
     removed: list[str] = field(default_factory=list)
     not_regular: list[str] = field(default_factory=list)  # symlinks, FIFOs ... where the lock expects a file
     error: str | None = None  # no readable lock
+    expected: str | None = None  # the digest the caller trusts (``verify --expect``), when given
+
+    @property
+    def unexpected(self) -> bool:
+        """The lock is not the one the caller trusts (``expect``)."""
+        return self.expected is not None and self.digest != self.expected
 
     @property
     def exit_code(self) -> int:
@@ -45,7 +53,7 @@ class Verification:
         from . import __version__
 
         return {"schema": "ag_torchfix.verify/1", "version": __version__, "lock": self.lock, "digest": self.digest,
-                "ok": self.ok, "exit_code": self.exit_code, "error": self.error,
+                "ok": self.ok, "exit_code": self.exit_code, "error": self.error, "expected": self.expected,
                 "changed": [{"path": p, "expected": f"sha256:{e}", "actual": f"sha256:{a}"} for p, e, a in self.changed],
                 "added": self.added, "removed": self.removed, "not_regular": self.not_regular}
 
@@ -102,38 +110,56 @@ def write(directory: str) -> tuple[str, str, dict]:
     if len(data) > MAX_LOCK_BYTES:
         raise LockError(f"the lock would be {len(data)} bytes, over {MAX_LOCK_BYTES}")
     path = os.path.join(directory, LOCK_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    # a fresh temporary file (O_EXCL, never following a link planted under a fixed name), then an atomic rename
+    fd, tmp = tempfile.mkstemp(prefix=LOCK_NAME + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path, "sha256:" + hashlib.sha256(data).hexdigest(), doc
 
 
-def verify(directory: str) -> Verification:
+def verify(directory: str, expect: str | None = None) -> Verification:
+    """Check ``directory`` against its lock.  The lock is read once, through the regular-file opener (a FIFO or
+    device is an error, never a hang), and the digest reported is of exactly the bytes whose list is checked.  With
+    ``expect`` ("sha256:<hex>", the digest the user trusts) a lock with another digest does not match."""
     path = os.path.join(directory, LOCK_NAME)
     try:
-        with open(path, "rb") as fh:
+        with files.open_regular(path) as fh:
             raw = fh.read(MAX_LOCK_BYTES + 1)
     except OSError as exc:
         return Verification(False, path, None, error=f"no readable lock: {exc.strerror or exc}")
-    doc = read_lock(path)
-    files = doc.get("files")
-    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+    if len(raw) > MAX_LOCK_BYTES:
+        return Verification(False, path, None, error=f"the lock is larger than {MAX_LOCK_BYTES} bytes")
+    files_listed = parse_lock(raw).get("files")
+    if not isinstance(files_listed, dict) or not all(isinstance(v, dict) for v in files_listed.values()):
         return Verification(False, path, None, error="the lock is not an ag_torchfix.lock/1 document")
-    result = Verification(True, path, "sha256:" + hashlib.sha256(raw).hexdigest())
+    result = Verification(True, path, "sha256:" + hashlib.sha256(raw).hexdigest(), expected=expect)
     regular, other = _walk(directory)
     present = set(regular)
-    for rel, entry in sorted(files.items()):
+    for rel, entry in sorted(files_listed.items()):
         full = os.path.join(directory, *rel.split("/"))
         if rel in other:
             result.not_regular.append(rel)
         elif rel not in present:
             result.removed.append(rel)
         else:
-            size, sha = file_digest(full)
+            try:
+                size, sha = file_digest(full)
+            except files.NotRegular:  # replaced by a FIFO or device since the walk
+                result.not_regular.append(rel)
+                continue
+            except OSError:  # removed since the walk
+                result.removed.append(rel)
+                continue
             if size != entry.get("size") or sha != entry.get("sha256"):
                 result.changed.append((rel, str(entry.get("sha256")), sha))
-    result.added = sorted(present - set(files))
-    result.not_regular += sorted(set(other) - set(files))
-    result.ok = not (result.changed or result.added or result.removed or result.not_regular)
+    result.added = sorted(present - set(files_listed))
+    result.not_regular += sorted(set(other) - set(files_listed))
+    result.ok = not (result.changed or result.added or result.removed or result.not_regular or result.unexpected)
     return result

@@ -14,7 +14,6 @@ loading.  A missing or unreadable path raises AutoGluon's (the OS's) own error.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import io
@@ -22,35 +21,34 @@ import os
 import pickle
 import sys
 
-from . import fallback, files, patching, pickle_scan, policy, trust
+from . import fallback, files, patching, pickle_scan, policy, scopes, trust
 from .strict_unpickler import StrictUnpickler, profile
 from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
 from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
 
-_context: contextvars.ContextVar[bool | None] = contextvars.ContextVar("ag_torchfix_strict", default=None)
+# strict mode on tightens, so a closed "on" entry keeps applying in copies of the context that outlive its block;
+# a closed "off" entry counts nowhere (scopes.Stack)
+_context = scopes.Stack("ag_torchfix_strict", sticky=bool)
 _process_default = False
 
 
-class strict:
+class strict(scopes.Manager):
     """Load AutoGluon's pickles in strict mode inside this ``with`` block (this thread / async task).
 
-    ``strict(False)`` turns it off for a block even when the environment or install() turned it on.
+    ``strict(False)`` turns it off for a block even when the environment or install() turned it on.  One object
+    may be entered by any number of threads and tasks at once: each exit ends exactly its own block.
     """
 
+    _stack = _context
+
     def __init__(self, enabled: bool = True):
-        self._enabled = bool(enabled)
-        self._tokens: list[contextvars.Token] = []
-
-    def __enter__(self) -> None:
-        self._tokens.append(_context.set(self._enabled))
-
-    def __exit__(self, *exc_info) -> None:
-        _context.reset(self._tokens.pop())
+        super().__init__()
+        self._value = bool(enabled)
 
 
 def is_active() -> bool:
     """Whether AutoGluon's pickles are loaded strictly here and now."""
-    local = _context.get()
+    local = _context.innermost()
     if local is not None:
         return local
     return _process_default or strict_env_enabled()
@@ -135,8 +133,9 @@ def is_applied() -> bool:
 
 
 def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
-    """AutoGluon's load_pkl.load with pickle.load replaced by the strict loader.  The file's bytes are read
-    once: the scan, the strict unpickling and a lock's hash all see the same bytes."""
+    """AutoGluon's load_pkl.load with pickle.load replaced by the strict loader.  The file's bytes are read (or
+    downloaded) once: the scan, the strict unpickling, the trust decision and a trusted fallback's full pickle all
+    see the same bytes; nothing opens or downloads the path again after trust was decided."""
 
     arguments = bound.arguments
     path = os.fspath(arguments["path"])
@@ -153,7 +152,13 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
     elif remote == "url":
         if not (arguments.get("trust_remote") or getattr(module, "_url_pickle_allowed", lambda: False)()):
             return original(*bound.args, **bound.kwargs)  # AutoGluon refuses remote pickles itself
-        raw = None
+        err = SecureLoadError("strict mode does not load pickles from URLs", **where)
+        fallback.open_door(err, path, lambda limit: b"", what="strict load", stacklevel=4)  # raises unless trusted
+        import requests
+
+        response = requests.get(path)  # as AutoGluon fetches it, once, after trust in the URL was decided
+        response.raise_for_status()
+        return pickle.loads(response.content)
     else:  # a local file, whatever its name looks like: AutoGluon opens it with open()
         compression_fn = extra.get("compression_fn")
         compression_map = module.compression_utils.get_compression_map()
@@ -170,16 +175,14 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
             raw = fh.read()
             identity = files.identity(fh)
     try:
-        if raw is None:
-            raise SecureLoadError("strict mode does not load pickles from URLs", **where)
         return load_pickle(raw, path=path, model=model, opener=opener)
     except SecureLoadError as err:
-        door = fallback.open_door(err, path, lambda limit: (raw or b"")[:limit], what="strict load", stacklevel=5,
+        door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=5,
                                   identity=identity)
-        if door.data is None:
-            return original(*bound.args, **bound.kwargs)
-        with (opener(io.BytesIO(door.data)) if opener is not None else io.BytesIO(door.data)) as fh:
-            return pickle.load(fh)
+    # the bytes trust was decided on, never the path again (a re-pointed link, a re-uploaded S3 object)
+    data = door.data if door.data is not None else raw
+    with (opener(io.BytesIO(data)) if opener is not None else io.BytesIO(data)) as fh:
+        return pickle.load(fh)
 
 
 # --- XGBoost's own model file, read outside load_pkl.load ---------------------------------------------------

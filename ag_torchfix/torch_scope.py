@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
-_active: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("ag_torchfix_scope", default=None)
+from . import scopes
+
+_active = scopes.Stack("ag_torchfix_scope")  # a wider allowlist: closed entries count nowhere, copies included
 _lock = threading.Lock()
 _originals: dict[str, object] = {}
 
@@ -73,11 +74,11 @@ class Scope(Mapping):
 @contextlib.contextmanager
 def active(scope: Scope) -> Iterator[None]:
     """Make ``scope`` the allowlist of weights-only loads in this context for the block."""
-    token = _active.set(scope)
+    entry = _active.push(scope)
     try:
         yield
     finally:
-        _active.reset(token)
+        _active.close(entry)
 
 
 class Adding(dict):
@@ -89,11 +90,11 @@ def adding(objects: dict[str, object]) -> Iterator[None]:
     """Inside the block, weights-only loads in this context also accept ``objects`` (name -> object), on
     top of whatever the user registered; other threads and the process-wide set are unaffected."""
     patch()
-    token = _active.set(Adding(objects))
+    entry = _active.push(Adding(objects))
     try:
         yield
     finally:
-        _active.reset(token)
+        _active.close(entry)
 
 
 def unsupported_reason() -> str | None:
@@ -121,7 +122,7 @@ def patch() -> None:
         original_lookup = wou._get_user_allowed_globals
 
         def _get_user_allowed_globals():
-            scope = _active.get()
+            scope = _active.innermost()
             if scope is None:
                 return original_lookup()
             if type(scope) is Adding:
@@ -136,7 +137,7 @@ def patch() -> None:
         if original_check is not None:  # torch >= 2.10 restricts SETITEM(S) targets
 
             def _check_set_item_target(self, opcode):
-                scope = _active.get()
+                scope = _active.innermost()
                 if type(scope) is Scope and self.stack and scope.allows_setitem_on(self.stack[-1]):
                     return
                 return original_check(self, opcode)

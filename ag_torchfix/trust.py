@@ -3,15 +3,16 @@
 Trust never replaces the secure load: it only permits the full-pickle fallback after the secure (or
 strict) load refused a file.  It comes from three places:
 
-- ``with ag_torchfix.trusted(...)``: in this thread or async task, and only while the block is open.
-  A copy of the context made inside the block (an asyncio task, ``contextvars.copy_context``) shares
-  the block's scope, which is closed when the block exits: a closed scope trusts nothing.
+- ``with ag_torchfix.trusted(...)``: in this thread or async task, and only while the block is open
+  (``scopes``: per context, a shared object closes exactly its own entry).  A copy of the context made
+  inside the block (an asyncio task, ``contextvars.copy_context``) shares the block's entry, which is
+  closed when the block exits: a closed entry trusts nothing.
 - AG_TORCHFIX_TRUST, read at each load: ``1/true/yes/on`` (every file), unset/empty/``0/false/no/off``
   (nothing), or entries joined by ``os.pathsep``: absolute directories or files, ``s3://`` prefixes,
   and ``sha256:<64 hex>`` lock digests.  Anything else trusts nothing and warns once per value.
 - Lock digests (``ag-torchfix lock``): a file is trusted when the predictor directory it belongs to
   holds an ``ag_torchfix.lock`` whose own SHA-256 is the trusted digest, the lock lists the file, and
-  the bytes being loaded hash to the listed value (``content_trust``: the caller hashes exactly the
+  the bytes being loaded hash to the listed value (``fallback.open_door``: the caller hashes exactly the
   bytes it unpickles, so there is no gap between the check and the use).
 
 Paths are compared after one normalisation (``normalise``): a path is a URL exactly where AutoGluon's own
@@ -23,7 +24,6 @@ enables full pickle.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import os
@@ -31,7 +31,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from . import files
+from . import files, scopes
 from .errors import ConfigurationWarning
 
 ENV_TRUST = "AG_TORCHFIX_TRUST"
@@ -43,13 +43,13 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})\Z")
 
 
+@dataclass(frozen=True)
 class _Scope:
-    """One ``trusted()`` block: what it trusts, and whether it is still open."""
+    """What one ``trusted()`` manager trusts (the value of its entries in ``_scopes``)."""
 
-    __slots__ = ("everything", "prefixes", "locks", "open")
-
-    def __init__(self, everything: bool, prefixes: tuple[str, ...], locks: tuple[str, ...]):
-        self.everything, self.prefixes, self.locks, self.open = everything, prefixes, locks, True
+    everything: bool
+    prefixes: tuple[str, ...]
+    locks: tuple[str, ...]
 
     def describe(self) -> str:
         if self.everything:
@@ -58,37 +58,31 @@ class _Scope:
         return f"ag_torchfix.trusted({', '.join(parts)})"
 
 
-_scopes: contextvars.ContextVar[tuple[_Scope, ...]] = contextvars.ContextVar("ag_torchfix_trust", default=())
+_scopes = scopes.Stack("ag_torchfix_trust")  # trust loosens: a closed entry counts nowhere
 _warned_values: set[str] = set()
 
 
-class trusted:
+class trusted(scopes.Manager):
     """Trust files for loads made inside this ``with`` block (in this thread or async task).
 
     With no argument every file is trusted; otherwise only files under the given directories (or the
     given files), or files of a predictor locked by ``ag-torchfix lock`` whose lock digest is ``lock``
     (``"sha256:<hex>"``), while their bytes match the lock.  Trust only permits the full-pickle fallback
-    after the secure load has failed; the secure load is always tried first.
+    after the secure load has failed; the secure load is always tried first.  One object may be entered by
+    any number of threads and tasks at once: each exit ends exactly the trust its own ``with`` began.
     """
 
+    _stack = _scopes
+
     def __init__(self, *paths: str | os.PathLike, lock: str | None = None):
+        super().__init__()
         locks = ()
         if lock is not None:
             match = _DIGEST.match(str(lock).strip().lower())
             if not match:
                 raise ValueError(f"lock must be 'sha256:<64 hex digits>' (what `ag-torchfix lock` prints), not {lock!r}")
             locks = (match.group(1),)
-        self._spec = (not paths and not locks, tuple(normalise(p) for p in paths), locks)
-        self._entered: list[tuple[_Scope, contextvars.Token]] = []
-
-    def __enter__(self) -> None:
-        scope = _Scope(*self._spec)
-        self._entered.append((scope, _scopes.set(_scopes.get() + (scope,))))
-
-    def __exit__(self, *exc_info) -> None:
-        scope, token = self._entered.pop()
-        scope.open = False  # copies of the context made inside the block see it closed
-        _scopes.reset(token)
+        self._value = _Scope(not paths and not locks, tuple(normalise(p) for p in paths), locks)
 
 
 # --- paths ----------------------------------------------------------------------------------------------
@@ -195,13 +189,11 @@ def _split_entries(value: str) -> list[str]:
     return out
 
 
-def trust_source(path: str | os.PathLike | None) -> str | None:
-    """Why ``path`` is trusted by location (a block or AG_TORCHFIX_TRUST), or None.  Lock trust is
-    content trust: see ``content_trust``."""
-    target = normalise(path) if path is not None else None
-    for scope in reversed(_scopes.get()):
-        if not scope.open:
-            continue
+def trust_source(path: str | os.PathLike | None, *, resolved: bool = False) -> str | None:
+    """Why ``path`` is trusted by location (a block or AG_TORCHFIX_TRUST), or None (``resolved``: ``path`` is
+    already ``normalise``'s result, not to be resolved again).  Lock trust is content trust: see ``locked_file``."""
+    target = (os.fspath(path) if resolved else normalise(path)) if path is not None else None
+    for scope in reversed(_scopes.active()):
         if scope.everything:
             return scope.describe()
         if target is not None and any(under(target, prefix) for prefix in scope.prefixes):
@@ -218,7 +210,7 @@ def trust_source(path: str | os.PathLike | None) -> str | None:
 
 def trusted_locks() -> list[tuple[str, str]]:
     """(digest, where it comes from) for every lock digest trusted here and now."""
-    found = [(d, scope.describe()) for scope in _scopes.get() if scope.open for d in scope.locks]
+    found = [(d, scope.describe()) for scope in _scopes.active() for d in scope.locks]
     env = env_trust()
     found += [(d, f"{ENV_TRUST} (sha256:{d[:12]}...)") for d in env.locks]
     return found
@@ -240,7 +232,7 @@ def locked_file(path: str | os.PathLike | None) -> LockedFile | None:
 
     The lock is found at the predictor's root: the nearest ancestor directory of ``path`` that holds an
     ``ag_torchfix.lock`` whose bytes hash to a trusted digest.  The caller must still hash the bytes it
-    loads and compare them (``check_content``)."""
+    loads and compare them (``fallback.open_door``)."""
     locks = trusted_locks()
     if not locks or path is None or is_url(os.fspath(path)):
         return None
@@ -252,7 +244,7 @@ def locked_file(path: str | os.PathLike | None) -> LockedFile | None:
         digest = hashlib.sha256(data).hexdigest() if data is not None else None
         for trusted_digest, source in locks:
             if digest == trusted_digest:
-                files = _parse_lock(data).get("files", {})  # the very bytes that were hashed
+                files = parse_lock(data).get("files", {})  # the very bytes that were hashed
                 relative = os.path.relpath(target, directory).replace(os.sep, "/")
                 entry = files.get(relative) if isinstance(files, dict) else None
                 if isinstance(entry, dict) and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str):
@@ -264,16 +256,11 @@ def locked_file(path: str | os.PathLike | None) -> LockedFile | None:
         directory = parent
 
 
-def read_lock(path: str) -> dict:
-    """The lock document (bounded read); {} if it is not a readable lock."""
-    data = _read_bounded(path)
-    return _parse_lock(data) if data is not None else {}
-
-
-def _parse_lock(data: bytes) -> dict:
+def parse_lock(data: bytes) -> dict:
+    """The lock document in ``data`` (the very bytes that were hashed); {} if it is not one."""
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser recurses
         return {}
     return doc if isinstance(doc, dict) and doc.get("schema") == LOCK_SCHEMA else {}
 
@@ -295,6 +282,6 @@ def describe() -> dict[str, object]:
         "env_trusts": env.kind,
         "env_paths": list(env.prefixes),
         "env_locks": [f"sha256:{d}" for d in env.locks],
-        "context_scopes": [scope.describe() for scope in _scopes.get() if scope.open],
+        "context_scopes": [scope.describe() for scope in _scopes.active()],
         "torch_force_weights_only": platform_forces_weights_only(),
     }
