@@ -10,28 +10,29 @@ imported.  Full-pickle loading happens only for files you trust (see ``trusted``
 
 import sys as _sys
 
-from .activation import install, status, uninstall
-
-__version__ = "0.2.0"
+from . import _moved
+from .core.versions import PACKAGE_VERSION as __version__  # noqa: F401
+from .integration.activation import install, status, uninstall
 
 # Everything else loads on first use, so that the import stays a few milliseconds.
 _LAZY = {
-    "trusted": "trust",
-    "strict": "strict_mode",
-    "load_learner": "secure_load",
-    "SecureLoadError": "errors",
-    "DisallowedGlobalsError": "errors",
-    "UnreadableFileError": "errors",
-    "UnsupportedTorchError": "errors",
-    "LockMismatchError": "errors",
-    "NativeSandboxError": "errors",
-    "AgTorchfixWarning": "errors",
-    "TrustedFallbackWarning": "errors",
-    "ConfigurationWarning": "errors",
-    "VersionWarning": "errors",
+    "trusted": "trust.rules",
+    "strict": "load.strict_mode",
+    "load_learner": "load.secure_load",
+    "SecureLoadError": "core.errors",
+    "DisallowedGlobalsError": "core.errors",
+    "UnreadableFileError": "core.errors",
+    "UnsupportedTorchError": "core.errors",
+    "LockMismatchError": "core.errors",
+    "NativeSandboxError": "core.errors",
+    "AgTorchfixWarning": "core.errors",
+    "TrustedFallbackWarning": "core.errors",
+    "ConfigurationWarning": "core.errors",
+    "VersionWarning": "core.errors",
 }
 
 __all__ = ["install", "uninstall", "status", *_LAZY]
+_moved.install()  # the 0.2 module paths (ag_torchfix.trust, .errors, .scanner, ...) keep working
 
 
 def __getattr__(name):

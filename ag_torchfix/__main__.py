@@ -1,5 +1,5 @@
 """``python -m ag_torchfix [status|scan|doctor]``."""
 
-from .cli import main
+from .cli.commands import main
 
 raise SystemExit(main())

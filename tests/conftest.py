@@ -45,8 +45,16 @@ ZOO_PREDICTORS = {
 }
 
 
-NOT_IN_TRAINING = frozenset({"strict_unpickler", "strict_mode", "dispatch", "native", "native_sandbox",
-                             "value_invariants", "scanner", "cli", "doctor", "lock", "__main__"})
+# package files (relative to ag_torchfix/) that never run while AutoGluon trains and saves: strict mode, the scanner,
+# the command line (the whole cli layer), locks
+NOT_IN_TRAINING = frozenset({"load/strict_unpickler.py", "load/strict_mode.py", "policy/dispatch.py", "load/native.py",
+                             "load/native_sandbox.py", "load/forking.py", "policy/value_invariants.py",
+                             "formats/text.py", "trust/lock.py", "__main__.py", "cli/"})
+
+
+def _in_training(path: pathlib.Path) -> bool:
+    relative = path.relative_to(ROOT / "ag_torchfix").as_posix()
+    return not any(relative == entry or entry.endswith("/") and relative.startswith(entry) for entry in NOT_IN_TRAINING)
 
 
 def stack_key() -> str:
@@ -58,7 +66,7 @@ def stack_key() -> str:
             parts.append(f"{name}=-")
     # the recipe, and the package's modules that run while AutoGluon trains and saves (training on legacy fastai
     # stacks depends on them); strict mode, the scanner and the command line never run during training
-    package = [p for p in sorted((ROOT / "ag_torchfix").glob("*.py")) if p.stem not in NOT_IN_TRAINING]
+    package = [p for p in sorted((ROOT / "ag_torchfix").rglob("*.py")) if _in_training(p)]
     for source in [ROOT / "tests" / "conftest.py", ROOT / "tests" / "helpers.py", *package]:
         parts.append(hashlib.sha256(source.read_bytes()).hexdigest()[:12])
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]

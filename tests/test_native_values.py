@@ -742,14 +742,16 @@ def _strict_catboost(model):
 
 
 def _count_forks(monkeypatch) -> list:
+    from ag_torchfix import forking
+
     calls = []
-    real = native.fork_run
+    real = forking.fork_run
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(native, "fork_run", counting)
+    monkeypatch.setattr(forking, "fork_run", counting)
     return calls
 
 

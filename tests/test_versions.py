@@ -20,7 +20,7 @@ def test_unknown_versions_warn_once_and_do_not_crash():
         autogluon_patch._check_version({"autogluon.tabular": "1.9.0", "fastai": "2.9.1"})  # once only
         autogluon_patch._check_version({"autogluon.tabular": "1.6.3", "fastai": "2.8.7"})  # known: silent
         autogluon_patch._check_version({"autogluon.tabular": "1.1.1", "fastai": "2.7.18"})
-        if doctor.outside_autogluon_torch_range(doctor._version("torch")) is None:
+        if doctor.outside_autogluon_torch_range(doctor.installed_version("torch")) is None:
             autogluon_patch._check_version()  # a measured environment whose torch AutoGluon accepts: silent
 
 

@@ -96,7 +96,7 @@ SITECUSTOMIZE = textwrap.dedent('''
 
         class Finder(importlib.abc.MetaPathFinder):
             def find_spec(self, fullname, path=None, target=None):
-                if fullname != "ag_torchfix.errors":
+                if fullname != "ag_torchfix.core.errors":
                     return None
                 sys.meta_path.remove(self)
                 spec = importlib.util.find_spec(fullname)

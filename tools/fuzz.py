@@ -764,7 +764,7 @@ class Worker:
 
         genuine = self.genuine[data[0] % len(self.genuine)] if data else self.genuine[0]
         check = self.policy.check_internals(io.BytesIO(genuine))
-        torch_scope = sys.modules["ag_torchfix.torch_scope"]
+        torch_scope = sys.modules["ag_torchfix.load.torch_scope"]
         torch_scope.patch()
         with torch_scope.active(self.secure_load._inert_scope(frozenset(check.scan.globals))):
             root = torch.load(io.BytesIO(genuine), map_location="cpu", weights_only=True)
@@ -941,7 +941,7 @@ def _sanctioned(frame) -> bool:
         code = frame.f_code
         if code.co_filename.startswith("<frozen importlib"):
             return True
-        if code.co_filename.endswith("ag_torchfix/native.py") and code.co_name in ("_catboost_fork",
+        if code.co_filename.endswith("ag_torchfix/load/native.py") and code.co_name in ("_catboost_fork",
                                                                                    "_catboost_subprocess"):
             return True
         frame = frame.f_back
@@ -1194,7 +1194,8 @@ def line_coverage(args) -> int:
         shutil.rmtree(worker.tmp, ignore_errors=True)
     print(f"{args.target}: {len(inputs)} inputs replayed; lines in the package's functions that ran:")
     for filename in sorted(hit):
-        module = sys.modules.get("ag_torchfix." + pathlib.Path(filename).stem)
+        relative = pathlib.Path(filename).relative_to(ROOT).with_suffix("")
+        module = sys.modules.get(".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts))
         code_lines: set[int] = set()
         todo = [compile(pathlib.Path(filename).read_text(), filename, "exec")]
         while todo:  # lines inside functions (module and class bodies ran at import time)
@@ -1203,7 +1204,7 @@ def line_coverage(args) -> int:
                 code_lines.update(line for _, line in dis.findlinestarts(code) if line)
             todo.extend(c for c in code.co_consts if hasattr(c, "co_code"))
         ran = hit[filename] & code_lines
-        print(f"  {pathlib.Path(filename).name:18} {len(ran):5} / {len(code_lines):5} lines "
+        print(f"  {str(pathlib.Path(filename).relative_to(package)):30} {len(ran):5} / {len(code_lines):5} lines "
               f"({100 * len(ran) / max(len(code_lines), 1):.0f}%)" + ("" if module else " (not imported)"))
         if args.verbose:
             print("      not reached: " + _ranges(sorted(code_lines - ran)))

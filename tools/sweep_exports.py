@@ -3,7 +3,7 @@
 This is how the allowlist was built (``make sweep``).  It loads only files it has just
 written itself, with a recording unpickler, and writes a JSON report of *candidates*:
 every global, every ``getattr(obj, name)`` pair and every ``defaultdict`` factory found.
-A human reviews each candidate before it enters ``ag_torchfix/allowlist.py``.
+A human reviews each candidate before it enters ``ag_torchfix/policy/allowlist.py``.
 
 Usage: python tools/sweep_exports.py OUT.json [--quick]   (or: make sweep)
 """

@@ -1,4 +1,4 @@
-"""Survey genuine fastai internals against the learner schema (ag_torchfix/learner_schema.py).
+"""Survey genuine fastai internals against the learner schema (ag_torchfix/policy/learner_schema.py).
 
 Loads each file as a secure load does (the static pass, then torch's weights-only unpickler with every class an
 inert record), walks the records and writes, per class, every attribute and the kinds of values genuine files hold

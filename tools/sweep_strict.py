@@ -3,7 +3,7 @@
 Candidates for the strict allowlist (``make sweep-strict``): every global in every pickle AutoGluon
 reads when loading a predictor (predictor.pkl, learner.pkl, trainer.pkl, model.pkl files, utils/),
 with how it is used and which files use it.  Like tools/sweep_exports.py, this only reads files it
-has just written; each candidate is reviewed before it enters ag_torchfix/strict_allowlist.py.
+has just written; each candidate is reviewed before it enters ag_torchfix/policy/allowlist.py (STRICT).
 
 Usage: python tools/sweep_strict.py OUT.json [--quick]
 """

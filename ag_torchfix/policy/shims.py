@@ -114,7 +114,7 @@ def pickled_getattr(obj, name, *default):
 def inert_getattr(obj, name, *default):
     """``builtins.getattr`` in a secure load, where fastai's classes are inert records: an allowlisted enum member,
     or a reference to a record's bound method (``allowlist.GETATTR_PAIRS``) that the materializer binds."""
-    from . import records
+    from ..formats import records
 
     if not default:
         member = enum_member(obj, name)

@@ -18,8 +18,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from . import files
-from .trust import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, parse_lock
+from ..formats import files
+from .rules import LOCK_NAME, LOCK_SCHEMA, MAX_LOCK_BYTES, parse_lock
 
 CHUNK = 1 << 20
 
@@ -50,7 +50,7 @@ class Verification:
         return 3 if self.error else 0 if self.ok else 2
 
     def to_json(self) -> dict:
-        from . import __version__
+        from ..core.versions import PACKAGE_VERSION as __version__
 
         return {"schema": "ag_torchfix.verify/1", "version": __version__, "lock": self.lock, "digest": self.digest,
                 "ok": self.ok, "exit_code": self.exit_code, "error": self.error, "expected": self.expected,
@@ -94,7 +94,7 @@ def build(directory: str) -> dict:
     for rel in regular:
         size, sha = file_digest(os.path.join(directory, *rel.split("/")))
         files[rel] = {"size": size, "sha256": sha}
-    from . import __version__
+    from ..core.versions import PACKAGE_VERSION as __version__
 
     return {"schema": LOCK_SCHEMA, "tool": f"ag_torchfix {__version__}", "files": files}
 

@@ -56,7 +56,7 @@ def _run(callback, module) -> None:
     try:
         callback(module)
     except Exception as exc:  # never break the user's import
-        from .errors import AgTorchfixWarning
+        from ..core.errors import AgTorchfixWarning
 
         warnings.warn(
             f"ag_torchfix could not apply its hook for {module.__name__}: {type(exc).__name__}: {exc}",

@@ -21,10 +21,15 @@ import os
 import pickle
 import sys
 
-from . import fallback, files, patching, pickle_scan, policy, scopes, trust
+from ..trust import fallback, rules as trust
+from ..formats import files, pickle_scan
+from ..core import patching, scopes
+from ..policy import verdicts as policy
 from .strict_unpickler import StrictUnpickler, profile
-from .activation import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, strict_env_enabled
-from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
+from ..core.layout import AUTOGLUON_LOAD_PKL_MODULE as TARGET_MODULE, AUTOGLUON_TEXT_MODULES, model_of, predictor_root
+from ..core.settings import strict_env_enabled
+from ..formats.text import MAX_TEXT, TextProblem, parse_text
+from ..core.errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError
 
 # strict mode on tightens, so a closed "on" entry keeps applying in copies of the context that outlive its block;
 # a closed "off" entry counts nowhere (scopes.Stack)
@@ -88,7 +93,7 @@ def load_pickle(data: bytes, *, path: str, model: str | None = None, opener=None
     except Exception as exc:  # TypeError, ValueError, RecursionError, MemoryError ... from crafted state
         raise SecureLoadError(f"rebuilding it under the strict allowlist failed ({type(exc).__name__}: "
                               f"{str(exc)[:300]})", **where) from exc
-    from . import dispatch
+    from ..policy import dispatch
 
     try:
         problem = dispatch.check_file(obj, path, expected=expected)
@@ -235,39 +240,7 @@ def _checked_xgboost_bytes(path: str) -> bytes:
 
 # --- the text files AutoGluon reads beside its pickles (version.txt, metadata.json) ------------------------------
 
-TEXT_MODULES = ("autogluon.common.loaders.load_str", "autogluon.common.loaders.load_json")
-MAX_TEXT = 16 << 20
-# what TabularPredictor.load reads from metadata.json (a missing key is a KeyError in AutoGluon's own check)
-METADATA_KEYS = {"version": str, "py_version": str, "system": str}
-
-
-class TextProblem(ValueError):
-    """Why AutoGluon could not use a text file: unreadable as text, or (``content``) text it cannot use."""
-
-    def __init__(self, reason: str, content: bool = False):
-        super().__init__(reason)
-        self.content = content
-
-
-def parse_text(data: bytes, path: str, *, as_json: bool):
-    """What AutoGluon's load_str / load_json gets from ``data`` (at most MAX_TEXT + 1 bytes of the file at
-    ``path``); TextProblem when that is not text AutoGluon can use.  Shared with the scanner."""
-    if len(data) > MAX_TEXT:
-        raise TextProblem(f"larger than {MAX_TEXT} bytes (AutoGluon writes a few kilobytes)")
-    import json  # here, not at import time
-
-    try:
-        text = data.decode("utf-8")
-        value = json.loads(text) if as_json else text
-    except ValueError as exc:
-        raise TextProblem(f"not the text AutoGluon writes ({type(exc).__name__}: {exc})") from None
-    if os.path.basename(path) == "metadata.json" and not (
-            isinstance(value, dict) and all(isinstance(value.get(k), t) for k, t in METADATA_KEYS.items())):
-        raise TextProblem("metadata.json lacks the fields AutoGluon checks (" + ", ".join(METADATA_KEYS) + ")",
-                          content=True)
-    return value
-
-
+TEXT_MODULES = AUTOGLUON_TEXT_MODULES
 def apply_text(module) -> None:
     """In strict mode, AutoGluon's load_str / load_json read local files as AutoGluon does, but never block on a
     FIFO, never read more than MAX_TEXT bytes (a link to /dev/zero), and a metadata.json AutoGluon cannot use is
@@ -315,9 +288,7 @@ def remote_kind(path: str, module=None) -> str | None:
 def _refuse_linked_directory(path: str, where: dict) -> None:
     """A directory inside the predictor that is a symlink: AutoGluon would read another tree through it, which
     ``ag-torchfix scan`` does not follow (it reports it unreadable); strict mode refuses it the same way."""
-    from . import scanner
-
-    root, rel = scanner.predictor_root(path)
+    root, rel = predictor_root(path)
     if root is None:
         return
     for i in range(1, len(rel)):
@@ -330,6 +301,4 @@ def _refuse_linked_directory(path: str, where: dict) -> None:
 def _model_of(path: str) -> str | None:
     if remote_kind(path):
         return None
-    from . import scanner
-
-    return scanner.model_of(path)
+    return model_of(path)

@@ -31,8 +31,9 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from . import files, scopes
-from .errors import ConfigurationWarning
+from ..formats import files
+from ..core import scopes
+from ..core.errors import ConfigurationWarning
 
 ENV_TRUST = "AG_TORCHFIX_TRUST"
 LOCK_NAME = "ag_torchfix.lock"

@@ -21,7 +21,7 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
-from . import scopes
+from ..core import scopes
 
 _active = scopes.Stack("ag_torchfix_scope")  # a wider allowlist: closed entries count nowhere, copies included
 _lock = threading.Lock()

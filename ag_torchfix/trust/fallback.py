@@ -13,8 +13,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import files, trust
-from .errors import LockMismatchError, SecureLoadError, TrustedFallbackWarning, UnreadableFileError, refusal_summary
+from ..formats import files
+from . import rules as trust
+from ..core.errors import (LockMismatchError, SecureLoadError, TrustedFallbackWarning, UnreadableFileError, refusal_summary)
 
 
 @dataclass(frozen=True)

@@ -13,22 +13,14 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
-import re
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import activation, trust
-
-MIN_TORCH = (2, 6)
-# Releases the compatibility matrix measured (README "Compatibility"); other releases get a VersionWarning.
-TESTED: dict[str, tuple[str, ...]] = {
-    "autogluon.tabular": ("1.1", "1.2", "1.3", "1.4", "1.6"),
-    "fastai": ("2.7.18", "2.7.19", "2.8"),
-    "torch": ("2.13", "2.14"),
-}
-
+from ..integration import activation
+from ..trust import rules as trust
+from ..core.versions import (MIN_TORCH, TESTED, autogluon_torch_range, installed_version, is_tested, outside_autogluon_torch_range, parse, satisfies, untested_versions)
 
 @dataclass(frozen=True)
 class Env:
@@ -95,7 +87,7 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
     KnownFailure(
         "torch-untested", "torch outside the range AutoGluon declares or ag_torchfix measured",
         "(no error: behaviour may differ)",
-        lambda e: e.v("torch") is not None and (not _tested("torch", e.versions["torch"])
+        lambda e: e.v("torch") is not None and (not is_tested("torch", e.versions["torch"])
                                                 or (e.torch_pin is not None
                                                     and not satisfies(e.versions["torch"], e.torch_pin))),
         "", "use a torch AutoGluon declares and the compatibility table lists",
@@ -106,10 +98,10 @@ KNOWN_FAILURES: tuple[KnownFailure, ...] = (
 def examine(*, probe: bool = True) -> dict:
     versions = {"python": platform.python_version()}
     for name in ("torch", "fastai", "fastcore", "fastprogress", "numpy", "pandas", "setuptools"):
-        versions[name] = _version(name)
+        versions[name] = installed_version(name)
     for dist in sorted({d.metadata["Name"] for d in md.distributions() if (d.metadata["Name"] or "").lower()
                         .startswith("autogluon")}):
-        versions[dist] = _version(dist)
+        versions[dist] = installed_version(dist)
     env = Env(versions, trust.platform_forces_weights_only(), autogluon_torch_range())
     hook = _hook_state()
     supported = env.v("torch") is not None and env.v("torch")[:2] >= MIN_TORCH
@@ -171,66 +163,9 @@ def fastai_model_usable(python: str | None = None) -> str:
     return lines[-1][:300]
 
 
-def autogluon_torch_range() -> str | None:
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        for requirement in requires("autogluon.tabular") or []:
-            match = re.match(r"torch\s*([^;]+?)\s*;\s*(.*)$", requirement)
-            if match and "fastai" in match.group(2) and "Darwin" not in match.group(2):
-                return match.group(1).replace(" ", "")
-    except PackageNotFoundError:
-        pass
-    return None
-
-
-def satisfies(version: str, spec: str) -> bool:
-    have = parse(version) or ()
-    for clause in spec.split(","):
-        match = re.match(r"(<=|>=|<|>|==|!=)(.+)", clause.strip())
-        if not match:
-            continue
-        op, want = match.group(1), parse(match.group(2)) or ()
-        size = max(len(want), 1)
-        ok = {"<": have[:size] < want, "<=": have[:size] <= want, ">": have[:size] > want,
-              ">=": have[:size] >= want, "==": have[:size] == want, "!=": have[:size] != want}[op]
-        if not ok:
-            return False
-    return True
-
-
-def outside_autogluon_torch_range(torch_version: str | None) -> str | None:
-    declared = autogluon_torch_range()
-    if declared and torch_version and not satisfies(torch_version, declared):
-        return f"torch {torch_version} is outside autogluon.tabular's own requirement torch{declared}"
-    return None
-
-
-def untested_versions(versions: dict[str, str | None]) -> list[str]:
-    return [f"{name} {versions[name]}" for name in TESTED if versions.get(name) and not _tested(name, versions[name])]
-
-
-def _tested(name: str, version: str) -> bool:
-    base = version.split("+")[0]
-    return any(base == v or base.startswith(v + ".") for v in TESTED[name])
-
-
 def _hook_state() -> str:
     if os.environ.get("AG_TORCHFIX_AUTOLOAD", "").strip() == "0":
         return "turned off by AG_TORCHFIX_AUTOLOAD=0"
     if "_ag_torchfix_autoload" in sys.modules:
         return "installed"
     return "not installed"
-
-
-def _version(name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-
-
-def parse(version: str | None) -> tuple[int, ...] | None:
-    if not version:
-        return None
-    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])

@@ -29,8 +29,9 @@ import math
 import pickle
 import struct
 
-from . import allowlist, pickle_scan, policy, shims, value_invariants
-from .value_invariants import ValueRefused
+from ..policy import allowlist, verdicts as policy, shims, value_invariants
+from ..formats import pickle_scan
+from ..policy.value_invariants import ValueRefused
 
 
 # --- the policy: which objects may do what ----------------------------------------------------------

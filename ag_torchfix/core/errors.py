@@ -118,3 +118,11 @@ class NativeSandboxError(SecureLoadError):
         self.model = model
         self.forced = False
         UnpicklingError.__init__(self, f"ag_torchfix stopped a sandboxed {model or 'native'} prediction: {reason}")
+
+
+# Users see, match and may pickle these as ``ag_torchfix.errors.<name>``, their path before the layered layout (still
+# importable: ``ag_torchfix._moved``), so that is the name they keep.
+for _cls in (SecureLoadError, DisallowedGlobalsError, UnreadableFileError, LockMismatchError, UnsupportedTorchError,
+             AgTorchfixWarning, TrustedFallbackWarning, ConfigurationWarning, VersionWarning, NativeSandboxError):
+    _cls.__module__ = "ag_torchfix.errors"
+del _cls

@@ -15,10 +15,10 @@ import sys
 import warnings
 from types import ModuleType
 
-from . import patching
-from .errors import VersionWarning
+from ..core import patching
+from ..core.errors import VersionWarning
 
-from .activation import AUTOGLUON_FASTAI_MODULE as TARGET_MODULE
+from ..core.layout import AUTOGLUON_FASTAI_MODULE as TARGET_MODULE
 _originals: dict[type, object] = {}
 _warned_versions: set[str] = set()
 
@@ -48,7 +48,7 @@ def is_applied() -> bool:
 
 def _load_fastai_model(cls, path: str, reset_paths: bool = True, verbose: bool = True):
     """NNFastAiTabularModel.load, with the internals loaded by ag_torchfix's secure loader."""
-    from . import secure_load
+    from ..load import secure_load
 
     module = sys.modules[TARGET_MODULE]
     model = super(module.NNFastAiTabularModel, cls).load(path, reset_paths=reset_paths, verbose=verbose)
@@ -74,18 +74,18 @@ def _model_label(path: str) -> str:
 def _check_version(installed: dict[str, str | None] | None = None) -> None:
     """One VersionWarning when torch, fastai or autogluon.tabular is a release the compatibility matrix did not
     measure, or torch is outside the range AutoGluon itself declares.  It points at the user's code."""
-    from . import doctor
+    from ..core import versions
 
-    installed = installed if installed is not None else {name: doctor._version(name) for name in doctor.TESTED}
-    problems = doctor.untested_versions(installed)
-    outside = doctor.outside_autogluon_torch_range(installed.get("torch"))
+    installed = installed if installed is not None else {name: versions.installed_version(name) for name in versions.TESTED}
+    problems = versions.untested_versions(installed)
+    outside = versions.outside_autogluon_torch_range(installed.get("torch"))
     if outside:
         problems.append(outside)
     key = "; ".join(problems)
     if problems and key not in _warned_versions:
         _warned_versions.add(key)
         tested = "; ".join(f"{name} {', '.join(v + '.x' if v.count('.') == 1 else v for v in versions)}"
-                           for name, versions in doctor.TESTED.items())
+                           for name, versions in versions.TESTED.items())
         warnings.warn(
             f"ag_torchfix was measured on {tested}; this environment has {key}. The secure fastai loader is "
             "applied, but AutoGluon's, fastai's or torch's loading may differ from what it reproduces "

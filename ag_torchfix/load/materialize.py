@@ -17,8 +17,8 @@ import math
 import pathlib
 import random
 
-from . import learner_schema as schema
-from .records import BoundRef, Record, Ref
+from ..policy import learner_schema as schema
+from ..formats.records import BoundRef, Record, Ref
 
 MAX_VISITS = 2_000_000  # (object, position) pairs checked: a genuine learner has a few thousand
 MAX_DEPTH = 100  # nesting of positions: a genuine learner is about 25 deep
@@ -54,7 +54,7 @@ def _libs():
     import pandas
     import torch
 
-    from . import shims
+    from ..policy import shims
 
     tensor_types = tuple(shims.resolve(n) for n in schema.TENSOR_TYPES)
     return numpy, pandas, torch, tensor_types
@@ -62,7 +62,7 @@ def _libs():
 
 @functools.lru_cache(maxsize=None)
 def _resolved(name: str):
-    from . import shims
+    from ..policy import shims
 
     return shims.resolve(name)
 

@@ -23,8 +23,11 @@ import sys
 import warnings
 from typing import BinaryIO
 
-from . import allowlist, fallback, files, learner_schema, materialize, policy, records, shims, torch_scope, trust
-from .errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
+from ..policy import allowlist, learner_schema, verdicts as policy, shims
+from ..trust import fallback, rules as trust
+from ..formats import files, records
+from . import materialize, torch_scope
+from ..core.errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
 
 MAX_IN_MEMORY = 1 << 30  # files up to this size are read once into memory: the check and torch see the same bytes
 _verdicts: collections.OrderedDict[bytes, frozenset[str]] = collections.OrderedDict()  # digest -> names (passed)

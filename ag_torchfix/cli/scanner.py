@@ -34,7 +34,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from . import archive, files, pickle_scan, policy
+from ..formats import archive, files, pickle_scan, text
+from ..policy import verdicts as policy
+from ..core.layout import model_of, predictor_root
 
 SCHEMA = "ag_torchfix.scan/2"
 
@@ -107,7 +109,7 @@ class Report:
         return EXIT_CODES[self.verdict]
 
     def to_json(self) -> dict:
-        from . import __version__
+        from ..core.versions import PACKAGE_VERSION as __version__
 
         counts = {v: sum(f.verdict == v for f in self.files) for v in EXIT_CODES}
         return {"schema": SCHEMA, "version": __version__, "strict": self.strict, "verdict": self.verdict,
@@ -149,7 +151,7 @@ def scan_file(path: str, *, strict: bool = False) -> FileReport:
     except OSError as exc:
         return _unreadable(path, _os_problem(path, exc), model=model)
     except Exception as exc:  # one bad file never aborts the run
-        from .errors import SecureLoadError
+        from ..core.errors import SecureLoadError
 
         reason = exc.reason if isinstance(exc, SecureLoadError) else f"{type(exc).__name__}: {str(exc)[:200]}"
         return _unreadable(path, f"cannot be read: {reason}", model=model)
@@ -176,7 +178,7 @@ def _scan_internals(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
     its in-memory limit is refused (only trust loads it, with full pickle), an empty file or anything but a torch
     zip archive is unreadable, and a zip archive gets ``policy.check_internals``.  Whatever the content, what the
     scan finds dangerous in it is reported as such."""
-    from .secure_load import MAX_IN_MEMORY
+    from ..load.secure_load import MAX_IN_MEMORY
 
     head = fh.read(16)
     fh.seek(0)
@@ -208,8 +210,8 @@ def _scan_internals(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
 def _check_learner(report: FileReport, fh: BinaryIO) -> None:
     """The rest of the loader's verdict on internals the static pass accepts: torch's weights-only load into inert
     records and the learner schema (``secure_load.check_learner``; nothing from the file runs)."""
-    from . import secure_load
-    from .errors import SecureLoadError, UnreadableFileError
+    from ..load import secure_load
+    from ..core.errors import SecureLoadError, UnreadableFileError
 
     if report.size > secure_load.MAX_IN_MEMORY:
         return  # judged by size in _scan_internals
@@ -221,37 +223,6 @@ def _check_learner(report: FileReport, fh: BinaryIO) -> None:
     except SecureLoadError as exc:
         report.verdict = NEEDS_TRUST
         report.constructs.extend(getattr(exc, "constructs", None) or [exc.reason])
-
-
-def model_of(path: str) -> str | None:
-    """The AutoGluon model a file belongs to, from the predictor layout (None outside a predictor)."""
-    root, rel = predictor_root(path)
-    if root is None:
-        return None
-    if rel[:1] == ["models"] and len(rel) >= 3:
-        # models/<model>/file, models/<model>/<bagged child>/file, models/<model>/utils/...
-        return rel[1] if len(rel) == 3 or rel[2] == "utils" else f"{rel[1]}/{rel[2]}"
-    if rel[:1] == ["models"]:
-        return "(trainer)"
-    if rel[:2] == ["utils", "attr"] and len(rel) >= 4:
-        return rel[2]
-    return "(predictor)" if len(rel) == 1 else f"({rel[0]})"
-
-
-def predictor_root(path: str) -> tuple[str | None, list[str]]:
-    """The predictor directory holding ``path`` (the nearest ancestor with a predictor.pkl) and the
-    path's components below it."""
-    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
-    for i in range(len(parts) - 1, 0, -1):
-        root = os.sep.join(parts[:i]) or os.sep
-        if _is_predictor(root):
-            return root, parts[i:]
-    return None, parts
-
-
-@functools.lru_cache(maxsize=256)
-def _is_predictor(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, "predictor.pkl"))
 
 
 # --- kinds of files ---------------------------------------------------------------------------------
@@ -339,7 +310,7 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
 
 def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
     """XGBoost's model file and AutoGluon's version.txt / metadata.json: not pickles, but read when loading."""
-    from . import native, strict_mode
+    from ..load import native
 
     if path.endswith(".ubj"):
         data = fh.read(archive.MAX_PICKLE + 1)
@@ -355,8 +326,8 @@ def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> File
         return FileReport(path, model, "xgboost-ubj", "xgboost-model", False, NEEDS_TRUST, size,
                           note="XGBoost parses this without checks outside strict mode (--strict)")
     try:
-        strict_mode.parse_text(fh.read(strict_mode.MAX_TEXT + 1), path, as_json=path.endswith(".json"))
-    except strict_mode.TextProblem as exc:
+        text.parse_text(fh.read(text.MAX_TEXT + 1), path, as_json=path.endswith(".json"))
+    except text.TextProblem as exc:
         return _unreadable(path, str(exc), model=model, kind="text", role="autogluon-text")
     return FileReport(path, model, "text", "autogluon-text", True, ALLOWED, size,
                       note="plain text AutoGluon reads (no code)")
@@ -408,8 +379,8 @@ def _strict_object(path: str):
 
 @functools.lru_cache(maxsize=16)
 def _strict_object_cached(path: str, size: int, mtime: int):
-    from . import strict_mode
-    from .errors import SecureLoadError
+    from ..load import strict_mode
+    from ..core.errors import SecureLoadError
 
     raw = files.read_bounded(path, _MAX_EXPECTATION_FILE)
     if raw is None:
@@ -426,7 +397,7 @@ _MAX_EXPECTATION_FILE = 1 << 30  # a trainer or bag read for the classes it name
 def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> FileReport:
     """Put the file through strict mode's own load (restricted unpickler, native checks, AutoGluon's
     expectations): the verdict strict mode would reach.  Nothing from the file runs."""
-    from .errors import SecureLoadError, UnreadableFileError
+    from ..core.errors import SecureLoadError, UnreadableFileError
 
     verdict = policy.judge(merged, policy.strict())
     report = _report(path, model, kind, "autogluon-pickle", size, merged, verdict, covered=True, pickles=pickles,
@@ -434,7 +405,7 @@ def _strict_report(path, fh, kind, model, size, merged, pickles, trailing) -> Fi
     if report.verdict != ALLOWED:
         return report
     try:
-        from . import strict_mode
+        from ..load import strict_mode
 
         raw = _raw_bytes(path)
         opener = None
@@ -476,7 +447,7 @@ def _merge(results: list[pickle_scan.ScanResult]) -> pickle_scan.ScanResult:
 @functools.lru_cache(maxsize=1)
 def torch_default_profile() -> policy.Profile:
     """torch's own weights-only defaults plus the user's registered safe globals (imports torch)."""
-    from . import allowlist
+    from ..policy import allowlist
 
     try:
         from torch import _weights_only_unpickler as wou

@@ -36,7 +36,7 @@ def open_for_load(file: str | os.PathLike, /, **where) -> BinaryIO:
     try:
         return open_regular(file)
     except NotRegular:
-        from .errors import UnreadableFileError
+        from ..core.errors import UnreadableFileError
 
         raise UnreadableFileError("it is not a regular file (a FIFO, device or directory)", **where) from None
 

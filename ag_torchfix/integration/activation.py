@@ -19,17 +19,11 @@ reference as the original did.  All idempotent: installing twice equals once.
 from __future__ import annotations
 
 import _thread
-import os
 
 from . import import_hooks
+from ..core.layout import (AUTOGLUON_FASTAI_MODULE, AUTOGLUON_LOAD_PKL_MODULE, AUTOGLUON_TEXT_MODULES, AUTOGLUON_XGBOOST_MODULE, CATBOOST_MODULE)
+from ..core.settings import ENV_STRICT, strict_env_enabled
 
-AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
-AUTOGLUON_LOAD_PKL_MODULE = "autogluon.common.loaders.load_pkl"
-AUTOGLUON_XGBOOST_MODULE = "autogluon.tabular.models.xgboost.xgboost_model"
-AUTOGLUON_TEXT_MODULES = ("autogluon.common.loaders.load_str", "autogluon.common.loaders.load_json")
-CATBOOST_MODULE = "catboost.core"  # strict mode's prediction sandbox for CatBoost models from untrusted files
-
-ENV_STRICT = "AG_TORCHFIX_STRICT"
 _lock = _thread.RLock()
 _state: dict[str, object] = {"installed": False, "how": None}
 _originals: dict[str, object] = {}
@@ -43,7 +37,7 @@ def install(*, strict: bool | None = None, how: str = "explicit") -> None:
     """
     with _lock:
         if strict is not None:
-            from . import strict_mode
+            from ..load import strict_mode
 
             strict_mode.set_process_default(strict)
         if _state["installed"]:
@@ -73,7 +67,8 @@ def uninstall() -> None:
         import_hooks.discard(CATBOOST_MODULE, _patch_catboost)
         for name in AUTOGLUON_TEXT_MODULES:
             import_hooks.discard(name, _patch_text)
-        from . import autogluon_patch, native_sandbox, strict_mode, torch_scope
+        from . import autogluon_patch
+        from ..load import native_sandbox, strict_mode, torch_scope
 
         autogluon_patch.remove()
         strict_mode.remove()
@@ -105,16 +100,11 @@ def status() -> dict[str, object]:
         }
 
 
-def strict_env_enabled() -> bool:
-    """AG_TORCHFIX_STRICT=1/true/yes/on (any case) turns strict mode on for the whole process."""
-    return os.environ.get(ENV_STRICT, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def strict_active() -> bool:
     """Whether strict mode is on here, without importing strict_mode just to ask."""
     import sys
 
-    module = sys.modules.get("ag_torchfix.strict_mode")
+    module = sys.modules.get("ag_torchfix.load.strict_mode")
     return module.is_active() if module is not None else strict_env_enabled()
 
 
@@ -139,32 +129,32 @@ def _patch_autogluon(module) -> None:
 
 
 def _patch_load_pkl(module) -> None:
-    from . import strict_mode
+    from ..load import strict_mode
 
     strict_mode.apply(module)
 
 
 def _patch_xgboost(module) -> None:
-    from . import strict_mode
+    from ..load import strict_mode
 
     strict_mode.apply_xgboost(module)
 
 
 def _patch_catboost(module) -> None:
-    from . import native_sandbox
+    from ..load import native_sandbox
 
     native_sandbox.apply_catboost(module)
 
 
 def _patch_text(module) -> None:
-    from . import strict_mode
+    from ..load import strict_mode
 
     strict_mode.apply_text(module)
 
 
 def _patch_fastai_load_model(module) -> None:
     """Run fastai's ``load_model`` with its checkpoint globals accepted for that call only."""
-    from . import patching
+    from ..core import patching
 
     with _lock:
         current = module.load_model
@@ -172,7 +162,7 @@ def _patch_fastai_load_model(module) -> None:
             return
 
         def load_model(*args, **kwargs):
-            from . import torch_scope
+            from ..load import torch_scope
 
             with torch_scope.adding(fastai_load_model_globals()):
                 return current(*args, **kwargs)
@@ -184,7 +174,7 @@ def _patch_fastai_load_model(module) -> None:
 def _unpatch_fastai_load_model() -> None:
     import sys
 
-    from . import patching
+    from ..core import patching
 
     module = sys.modules.get("fastai.learner")
     original = _originals.pop("fastai.learner.load_model", None)

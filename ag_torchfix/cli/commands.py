@@ -57,13 +57,14 @@ def safe(text) -> str:
 # --- status ----------------------------------------------------------------------------------------
 
 def _status() -> int:
-    import ag_torchfix
+    from ..core.versions import PACKAGE_VERSION
+    from ..integration import activation
 
-    st = ag_torchfix.status()
+    st = activation.status()
     how = {"plugin": "the start-up hook (ag_torchfix.pth), on the first torch/fastai/AutoGluon import",
            "import": "`import ag_torchfix`", "explicit": "ag_torchfix.install()",
            "entry point": "the autogluon.plugins entry point"}.get(st["how"], st["how"])
-    print(f"ag_torchfix {ag_torchfix.__version__}: {'active' if st['installed'] else 'NOT active'} in this process")
+    print(f"ag_torchfix {PACKAGE_VERSION}: {'active' if st['installed'] else 'NOT active'} in this process")
     if st["installed"]:
         print(f"  activated by: {how}")
     print(f"  start-up hook: {_hook_state(st)}")
@@ -89,7 +90,7 @@ def _hook_state(st: dict) -> str:
 
 
 def _trust_lines() -> list[str]:
-    from ag_torchfix import trust
+    from ..trust import rules as trust
 
     t = trust.describe()
     entries = [f"files under {p}" for p in t["env_paths"]] + [f"files locked by {d[:19]}..." for d in t["env_locks"]]
@@ -109,7 +110,7 @@ _LABELS = {"allowed": "loads securely", "needs-trust": "needs trust", "dangerous
 
 
 def _scan(args) -> int:
-    from ag_torchfix import scanner
+    from . import scanner
 
     progress = _Progress() if sys.stderr.isatty() else None
     report = scanner.scan_paths(args.paths, strict=args.strict, progress=progress)
@@ -199,7 +200,7 @@ def _digest(text: str) -> str:
 
 
 def _lock(args) -> int:
-    from ag_torchfix import lock
+    from ..trust import lock
 
     try:
         path, digest, doc = lock.write(args.directory)
@@ -214,7 +215,7 @@ def _lock(args) -> int:
 
 
 def _verify(args) -> int:
-    from ag_torchfix import lock
+    from ..trust import lock
 
     result = lock.verify(args.directory, expect=args.expect)
     if args.json:
@@ -239,7 +240,7 @@ def _verify(args) -> int:
 # --- doctor ----------------------------------------------------------------------------------------
 
 def _doctor(args) -> int:
-    from ag_torchfix import doctor
+    from . import doctor
 
     findings = doctor.examine()
     if args.json:

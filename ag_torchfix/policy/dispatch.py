@@ -29,7 +29,7 @@ import sys
 import types
 
 from . import shims
-from .policy import is_method
+from .verdicts import is_method
 
 _AG = "autogluon."
 _CORE_MODELS = "autogluon.core.models."
@@ -202,7 +202,7 @@ def check_file(obj, path: str, expected: type | None = None) -> str | None:
     """Why ``obj``, just loaded strictly from ``path``, is not what AutoGluon writes there; None if it is.
     ``expected``: the class whose ``load`` will read it, when the caller knows it (the scanner reads it from the
     trainer's model graph and the bag); otherwise it is found in the calling frame."""
-    from .scanner import predictor_root
+    from ..core.layout import predictor_root
 
     root, rel = predictor_root(path)
     if root is not None:

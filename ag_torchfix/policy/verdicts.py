@@ -54,9 +54,10 @@ import types
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import allowlist, archive, denylist, pickle_scan, value_invariants
+from . import allowlist, denylist, value_invariants
+from ..formats import archive, pickle_scan
 from .allowlist import CALL, CONSTRUCT, REFERENCE, Pattern
-from .pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, SSet, is_dunder
+from ..formats.pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, SSet, is_dunder
 
 ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
 

@@ -35,7 +35,7 @@ cached by SHA-256.  The probe proves that the blob loads, not that every row is 
 indexes, borders and leaf offsets are only reached by the rows that use them (issue 18 shows a blob
 whose CTR buckets point past their values: the probe passes, rows with a known category crash).  So a
 model that only the probe has seen stays unvalidated, and every prediction it makes runs in a forked
-sandbox (``native_sandbox``, on this module's ``fork_run``).
+sandbox (``native_sandbox``, on ``forking.fork_run``).
 
 XGBoost decision: checked in-process (no sandbox): ``xgb.ubj`` is plain UBJSON with a documented tree
 schema, so every index XGBoost follows can be verified; anything outside the schema XGBoost 3.x writes
@@ -54,13 +54,14 @@ import os
 import re
 import sys
 import threading
-import time
 
 import numpy as np
 
+from . import forking
+
 __all__ = ["NativeStateError", "check_sklearn_tree", "check_sklearn_estimator", "check_lightgbm_model",
            "check_catboost_blob", "check_xgboost_model", "decode_ubjson", "check_built", "check_sklearn_values",
-           "SKLEARN_INVARIANTS", "fork_run"]
+           "SKLEARN_INVARIANTS"]
 
 
 class NativeStateError(Exception):
@@ -1507,127 +1508,8 @@ def _sandbox_method() -> str:
 
 def _describe_exit(status_kind: str, value: int) -> str:
     if status_kind == "signal":
-        return f"CatBoost crashed the sandbox with {signal_name(value)} (loading the blob or predicting two rows)"
+        return f"CatBoost crashed the sandbox with {forking.signal_name(value)} (loading the blob or predicting two rows)"
     return f"the sandbox exited with status {value}"
-
-
-def _vm_size() -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-
-def fork_run(child, timeout: float, *, memory: int | None = None, max_output: int = 4000):
-    """Run ``child(write_fd) -> exit code`` in a forked copy of this process; the sandbox of this module and of
-    ``native_sandbox``.
-
-    The child dies of the signal that hits it (no faulthandler, no host crash handler), writes nothing to the
-    parent's stdout/stderr, gets ``RLIMIT_CPU`` of ``timeout`` + 2 s and, with ``memory``, ``RLIMIT_AS`` of its
-    current address space plus ``memory`` bytes, and leaves with ``os._exit``.  The parent reads what the child
-    writes to the pipe as it comes (at most ``max_output`` bytes), and kills it at the deadline.
-
-    Returns ``(status, value, output)``: ``("exit", code, bytes)``, ``("signal", signum, bytes)``,
-    ``("timeout", 0, b"")``, ``("too-large", 0, b"")`` or ``("error", 0, message bytes)``.
-    """
-    import select
-    import warnings
-
-    read_fd, write_fd = os.pipe()
-    try:
-        with warnings.catch_warnings():  # Python >= 3.12 warns about fork() in a threaded process
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
-        return "error", 0, f"could not fork a sandbox: {exc}".encode()
-    if pid == 0:  # child: never returns
-        code = 70
-        try:
-            import faulthandler
-            import signal
-            faulthandler.disable()  # a crash here is the expected verdict, not a report for the parent's stderr
-            for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"):  # nor for a host's crash handler
-                if hasattr(signal, name):            # (a fuzzer's, a service's): the child simply dies
-                    signal.signal(getattr(signal, name), signal.SIG_DFL)
-            os.close(read_fd)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            try:
-                import resource
-                resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 2, int(timeout) + 2))
-                vm = _vm_size() if memory is not None else None
-                if vm is not None:
-                    resource.setrlimit(resource.RLIMIT_AS, (vm + memory, vm + memory))
-            except Exception:  # noqa: BLE001
-                pass
-            code = child(write_fd)
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    received = 0
-    status = None
-    eof = False
-    try:
-        while True:
-            if not eof:
-                ready, _, _ = select.select([read_fd], [], [], max(0.0, min(0.02, deadline - time.monotonic())))
-                if ready:
-                    chunk = os.read(read_fd, 1 << 20)
-                    if not chunk:
-                        eof = True
-                    else:
-                        received += len(chunk)
-                        if received > max_output:
-                            os.kill(pid, 9)
-                            os.waitpid(pid, 0)
-                            return "too-large", 0, b""
-                        chunks.append(chunk)
-                        continue
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:  # SIGCHLD ignored by the application: no status to judge by
-                return "error", 0, b"the sandbox's exit status could not be read"
-            if done:
-                if not eof:   # what the child wrote before it exited
-                    os.set_blocking(read_fd, False)
-                    while received <= max_output:
-                        try:
-                            chunk = os.read(read_fd, 1 << 20)
-                        except BlockingIOError:
-                            break
-                        if not chunk:
-                            break
-                        received += len(chunk)
-                        chunks.append(chunk)
-                    if received > max_output:
-                        return "too-large", 0, b""
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return "timeout", 0, b""
-            if eof:
-                time.sleep(0.0005)
-    finally:
-        os.close(read_fd)
-    output = b"".join(chunks)
-    if os.WIFSIGNALED(status):
-        return "signal", os.WTERMSIG(status), output
-    return "exit", os.WEXITSTATUS(status), output
-
-
-def signal_name(number: int) -> str:
-    import signal
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 def _catboost_fork(blob: bytes, timeout: float) -> str | None:
@@ -1637,7 +1519,7 @@ def _catboost_fork(blob: bytes, timeout: float) -> str | None:
 
         return _probe_namespace["_catboost_probe"](blob, report)
 
-    status, value, output = fork_run(child, timeout)
+    status, value, output = forking.fork_run(child, timeout)
     if status == "timeout":
         return f"timeout: the CatBoost sandbox ran longer than {timeout:g}s"
     if status in ("error", "too-large"):

@@ -12,7 +12,7 @@ makes runs in a forked copy of this process:
   ``model.copy()``; models trained here or loaded outside strict mode are not marked and run as before.
 - ``_CatBoostBase._base_predict`` (what ``predict``, ``predict_proba``, ``predict_log_proba`` and AutoGluon's
   ``CatBoostModel`` reach) and ``_base_virtual_ensembles_predict`` run a marked model in the sandbox: a fork of this
-  process (``native.fork_run``) that calls CatBoost's own method on its copy of the model and the Pool, with one
+  process (``forking.fork_run``) that calls CatBoost's own method on its copy of the model and the Pool, with one
   thread (CatBoost's thread pool does not survive a fork; predictions do not depend on the thread count), a
   timeout, a CPU limit and an address-space limit, and sends back the array as raw bytes after a
   ``dtype|shape`` header: nothing from the child is unpickled.  A crash, a hang, an exhausted limit or anything
@@ -39,7 +39,8 @@ import struct
 import sys
 import weakref
 
-from . import patching
+from . import forking
+from ..core import patching
 
 CATBOOST_MODULE = "catboost.core"
 SANDBOXED = ("_base_predict", "_base_virtual_ensembles_predict")
@@ -137,7 +138,7 @@ def _sandboxed(original, name):
 def _refused(original, name):
     def method(self, *args, **kwargs):
         if is_marked(self):
-            from .errors import NativeSandboxError
+            from ..core.errors import NativeSandboxError
 
             raise NativeSandboxError(f"{name} is not available for a CatBoost model from an untrusted file (only its "
                                      "predictions run in the sandbox)", model="CatBoost")
@@ -198,7 +199,7 @@ def _decode(data: bytes, rows: int | None):
     follow, with an allowed dtype, at most two dimensions and (when known) the Pool's rows."""
     import numpy as np
 
-    from .errors import NativeSandboxError
+    from ..core.errors import NativeSandboxError
 
     def bad(why: str):
         raise NativeSandboxError(f"the sandbox returned {why}", model="CatBoost")
@@ -230,8 +231,7 @@ def _decode(data: bytes, rows: int | None):
 
 def predict_in_sandbox(original, model, pool, args: tuple, kwargs: dict, *, what: str = "_base_predict"):
     """``original(model, pool, *args, **kwargs)`` in a forked sandbox; its array back as raw bytes."""
-    from . import native
-    from .errors import NativeSandboxError
+    from ..core.errors import NativeSandboxError
 
     if not hasattr(os, "fork"):
         raise NativeSandboxError("this platform cannot fork, and a CatBoost model from an untrusted file predicts "
@@ -262,12 +262,12 @@ def predict_in_sandbox(original, model, pool, args: tuple, kwargs: dict, *, what
             view = view[os.write(write_fd, view):]
         return code
 
-    status, value, output = native.fork_run(child, timeout, memory=memory, max_output=MAX_RESULT + 4096)
+    status, value, output = forking.fork_run(child, timeout, memory=memory, max_output=MAX_RESULT + 4096)
     if status == "timeout":
         raise NativeSandboxError(f"CatBoost ran longer than {timeout:g}s predicting in the sandbox (a hang, or set "
                                  "AG_TORCHFIX_SANDBOX_TIMEOUT)", model="CatBoost")
     if status == "signal":
-        raise NativeSandboxError(f"CatBoost crashed the sandbox with {native.signal_name(value)} while predicting "
+        raise NativeSandboxError(f"CatBoost crashed the sandbox with {forking.signal_name(value)} while predicting "
                                  f"{rows if rows is not None else 'some'} rows", model="CatBoost")
     if status in ("error", "too-large"):
         raise NativeSandboxError(output.decode("utf-8", "replace") or "the sandbox's output exceeded its limit",
