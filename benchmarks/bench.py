@@ -73,7 +73,7 @@ def bench_internals(predictor: pathlib.Path, n: int) -> list[tuple]:
     from fastai.learner import load_learner as fastai_load_learner
 
     import ag_torchfix
-    from ag_torchfix import secure_load
+    from ag_torchfix.load import secure_load
 
     warnings.filterwarnings("ignore")
     file = next(predictor.rglob("model-internals.pkl"))
@@ -104,7 +104,8 @@ def _torch_weights_only_part():
     """torch.load(weights_only=True) under an already-built scope: the part ag_torchfix cannot speed up."""
     import torch
 
-    from ag_torchfix import policy, secure_load, torch_scope
+    from ag_torchfix.policy import verdicts as policy
+    from ag_torchfix.load import secure_load, torch_scope
 
     def run(file):
         if file not in _scopes:
@@ -173,7 +174,7 @@ print(time.perf_counter() - t0, time.process_time() - c0)
 
 def bench_hashing(bagged: pathlib.Path, n: int) -> list[tuple]:
     """What content-bound trust costs: hashing every file of a bagged predictor against its lock."""
-    from ag_torchfix import lock
+    from ag_torchfix.trust import lock
 
     lock.write(str(bagged))
     size = sum(f.stat().st_size for f in bagged.rglob("*") if f.is_file()) / 1e6
@@ -186,7 +187,7 @@ def bench_scan(bagged: pathlib.Path, n: int) -> list[tuple]:
     """ag-torchfix scan's per-file work vs torch's get_unsafe_globals_in_checkpoint, same files."""
     import torch
 
-    from ag_torchfix import scanner
+    from ag_torchfix.cli import scanner
 
     files = sorted(bagged.rglob("model-internals.pkl"))
     size_mb = sum(f.stat().st_size for f in files) / 1e6
@@ -267,7 +268,7 @@ def bench_strict(zoo: pathlib.Path, n: int) -> list[tuple]:
 
 
 def bench_strict_allowlist() -> list[tuple]:
-    from ag_torchfix import allowlist
+    from ag_torchfix.policy import allowlist
 
     uses = {u: sum(e.use == u for e in allowlist.STRICT) for u in (allowlist.CONSTRUCT, allowlist.CALL,
                                                                     allowlist.REFERENCE)}

@@ -13,7 +13,8 @@ import warnings
 
 import pytest
 
-from ag_torchfix import allowlist, denylist, pickle_scan, shims
+from ag_torchfix.policy import allowlist, denylist, shims
+from ag_torchfix.formats import pickle_scan
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 ENTRIES = allowlist.FASTAI_INTERNALS

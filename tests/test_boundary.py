@@ -21,7 +21,7 @@ import pytest
 from helpers import B, G, I, PROTO, S, data_pkl, rewrite_archive
 
 import ag_torchfix
-from ag_torchfix import scanner
+from ag_torchfix.cli import scanner
 
 
 def archive_with(genuine, tmp_path, payload: bytes, name: str = "model-internals.pkl"):

@@ -21,7 +21,9 @@ import pytest
 from helpers import G, I, PROTO, S
 
 import ag_torchfix
-from ag_torchfix import pickle_scan, policy, scanner
+from ag_torchfix.formats import pickle_scan
+from ag_torchfix.policy import verdicts as policy
+from ag_torchfix.cli import scanner
 
 HASH_MODULUS = (1 << 61) - 1
 

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from ag_torchfix import allowlist, denylist, pickle_scan
+from ag_torchfix.policy import allowlist, denylist
+from ag_torchfix.formats import pickle_scan
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 PEERS = ("picklescan", "modelscan", "fickling", "modelaudit")

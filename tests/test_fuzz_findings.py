@@ -13,8 +13,8 @@ import textwrap
 
 import pytest
 
-from ag_torchfix import strict_mode
-from ag_torchfix.errors import UnreadableFileError
+from ag_torchfix.load import strict_mode
+from ag_torchfix.core.errors import UnreadableFileError
 
 
 def run_with_address_space(code: str, headroom_mb: int = 512) -> subprocess.CompletedProcess:
@@ -96,7 +96,7 @@ def linear_model_with(attribute: str, value) -> bytes:
 def test_strict_load_refuses_array_where_dispatch_compares(attribute):
     import numpy as np
 
-    from ag_torchfix.errors import SecureLoadError
+    from ag_torchfix.core.errors import SecureLoadError
 
     data = linear_model_with(attribute, np.array([1, 2]))
     with pytest.raises(SecureLoadError):

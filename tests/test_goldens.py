@@ -34,8 +34,8 @@ import pytest
 from conftest import CACHE, STACK_PACKAGES
 
 import ag_torchfix
-from ag_torchfix import scanner
-from ag_torchfix.errors import DisallowedGlobalsError
+from ag_torchfix.cli import scanner
+from ag_torchfix.core.errors import DisallowedGlobalsError
 
 GOLDENS = pathlib.Path(__file__).resolve().parent / "goldens"
 WRITERS = sorted(p.name for p in GOLDENS.iterdir() if (p / "expected.json").is_file()) if GOLDENS.is_dir() else []

@@ -21,7 +21,10 @@ import pytest
 from helpers import full_pickle_learner, save_learner
 
 import ag_torchfix
-from ag_torchfix import learner_schema, materialize, records, scanner
+from ag_torchfix.policy import learner_schema
+from ag_torchfix.load import materialize
+from ag_torchfix.formats import records
+from ag_torchfix.cli import scanner
 
 TESTS = str(pathlib.Path(__file__).resolve().parent)
 MKL_PY = "import os\nopen(os.environ['MKL_MARKER'], 'a').write('imported\\n')\n"
@@ -143,7 +146,7 @@ def test_the_refusal_names_the_position_and_the_scanner_agrees(tampered, case, w
 def test_schema_covers_the_allowlist_exactly():
     """Every fastai/fastcore/fasttransform/AutoGluon/torch.nn class the internals allowlist admits is a record of
     the schema, and every function it admits is placed by the schema: nothing reaches torch as a real class."""
-    from ag_torchfix import allowlist
+    from ag_torchfix.policy import allowlist
 
     prefixes = ("fastai.", "fastcore.", "fasttransform.", "autogluon.", "torch.nn.")
     classes = {e.name for e in allowlist.FASTAI_INTERNALS if e.use == allowlist.CONSTRUCT and e.name.startswith(prefixes)}

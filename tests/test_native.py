@@ -22,8 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from ag_torchfix import native
-from ag_torchfix.native import NativeStateError, UBJArray
+from ag_torchfix.load import native
+from ag_torchfix.load.native import NativeStateError, UBJArray
 
 HANG = 4.0   # seconds a case may run in the harness before it counts as hung (genuine ones take ms)
 RUNS = 3     # runs an attack gets to show its harm (see the live fixture)

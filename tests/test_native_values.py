@@ -30,10 +30,10 @@ import pandas as pd
 import pytest
 
 import ag_torchfix
-from ag_torchfix import native, native_sandbox
-from ag_torchfix.errors import NativeSandboxError, SecureLoadError
-from ag_torchfix.native import NativeStateError, UBJArray
-from ag_torchfix.strict_unpickler import StrictUnpickler
+from ag_torchfix.load import native, native_sandbox
+from ag_torchfix.core.errors import NativeSandboxError, SecureLoadError
+from ag_torchfix.load.native import NativeStateError, UBJArray
+from ag_torchfix.load.strict_unpickler import StrictUnpickler
 
 HANG = 4.0   # seconds a case may run in the harness before it counts as hung (genuine ones take milliseconds)
 RUNS = 2     # runs an attack gets to show its harm (out-of-bounds accesses depend on the heap's layout)
@@ -742,7 +742,7 @@ def _strict_catboost(model):
 
 
 def _count_forks(monkeypatch) -> list:
-    from ag_torchfix import forking
+    from ag_torchfix.load import forking
 
     calls = []
     real = forking.fork_run

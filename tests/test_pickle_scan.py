@@ -11,8 +11,8 @@ import pickle
 
 import pytest
 
-from ag_torchfix import pickle_scan
-from ag_torchfix.pickle_scan import CALLED, CONSTRUCTED, REFERENCED, Limits, normalise_global, scan, scan_all
+from ag_torchfix.formats import pickle_scan
+from ag_torchfix.formats.pickle_scan import CALLED, CONSTRUCTED, REFERENCED, Limits, normalise_global, scan, scan_all
 
 
 class Plain:

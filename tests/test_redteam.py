@@ -30,7 +30,7 @@ from helpers import (
 )
 
 import ag_torchfix
-from ag_torchfix import scanner
+from ag_torchfix.cli import scanner
 
 TESTS = str(pathlib.Path(__file__).resolve().parent)
 
@@ -168,7 +168,7 @@ def test_strict_randomstate_ctor_calls_a_class_from_the_file_while_unpickling(bi
                + G("autogluon.tabular.predictor.predictor", "TabularPredictor") + b"\x86R.")
     target = binary_copy / "utils" / "attr" / "NeuralNetFastAI" / "y_pred_proba_val.pkl"
     target.write_bytes(payload)
-    from ag_torchfix import strict_mode
+    from ag_torchfix.load import strict_mode
 
     loader_cwd, scanner_cwd = tmp_path / "cwd-load", tmp_path / "cwd-scan"
     loader_cwd.mkdir()
@@ -416,7 +416,7 @@ def test_metadata_json_not_a_metadata_dict_escapes_untyped(binary_copy):
 # =====================================================================================================
 
 def test_a_fifo_lock_file_hangs_a_lock_trusted_load(binary_copy, internals_of, tmp_path, no_force):
-    from ag_torchfix import lock
+    from ag_torchfix.trust import lock
 
     _, digest, _ = lock.write(str(binary_copy))
     internals = internals_of(binary_copy)
@@ -600,7 +600,8 @@ def _with_sparse_padding(src: pathlib.Path, dst: pathlib.Path, pad: int) -> tupl
 
 def test_a_large_file_rewritten_after_the_check_skips_the_static_pass(genuine_internals, tmp_path, monkeypatch,
                                                                        capfd):
-    from ag_torchfix import policy, secure_load
+    from ag_torchfix.policy import verdicts as policy
+    from ag_torchfix.load import secure_load
 
     path = tmp_path / "model-internals.pkl"
     offset, size = _with_sparse_padding(genuine_internals, path, secure_load.MAX_IN_MEMORY + (1 << 20))

@@ -22,7 +22,9 @@ import pytest
 from helpers import S, data_pkl, full_pickle_learner, rewrite_archive, save_learner
 
 import ag_torchfix
-from ag_torchfix import records, scanner, secure_load
+from ag_torchfix.formats import records
+from ag_torchfix.cli import scanner
+from ag_torchfix.load import secure_load
 
 GOLDENS = pathlib.Path(__file__).resolve().parent / "goldens"
 INTERNALS = pathlib.Path("models/NeuralNetFastAI/model-internals.pkl")

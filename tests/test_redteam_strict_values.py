@@ -23,7 +23,7 @@ import pytest
 from helpers import TEXT_FRAME, fitted_generator
 
 import ag_torchfix
-from ag_torchfix import strict_mode
+from ag_torchfix.load import strict_mode
 
 NOWHERE = "/nonexistent/predictor/models/M/model.pkl"  # outside any predictor: no file-kind check
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 from helpers import G
 
-from ag_torchfix import denylist, scanner
+from ag_torchfix.policy import denylist
+from ag_torchfix.cli import scanner
 
 
 def scan_json(*paths, extra=()):

@@ -20,7 +20,8 @@ import pytest
 from helpers import OsSystem
 
 import ag_torchfix
-from ag_torchfix import scanner, secure_load
+from ag_torchfix.cli import scanner
+from ag_torchfix.load import secure_load
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from helpers import (
 )
 
 import ag_torchfix
-from ag_torchfix.secure_load import load_learner
+from ag_torchfix.load.secure_load import load_learner
 
 
 @pytest.mark.parametrize("forced", [False, True], ids=["default", "force-weights-only"])

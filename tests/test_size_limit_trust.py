@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import ag_torchfix
-from ag_torchfix import secure_load
+from ag_torchfix.load import secure_load
 
 
 @pytest.fixture

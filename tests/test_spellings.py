@@ -16,7 +16,8 @@ import pytest
 from helpers import G, PROTO, S, rewrite_archive
 
 import ag_torchfix
-from ag_torchfix import allowlist, policy, scanner, shims
+from ag_torchfix.policy import allowlist, shims, verdicts as policy
+from ag_torchfix.cli import scanner
 
 
 @pytest.fixture

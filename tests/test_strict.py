@@ -18,7 +18,8 @@ import pytest
 from helpers import OsSystem, make_table
 
 import ag_torchfix
-from ag_torchfix import strict_mode, trust
+from ag_torchfix.load import strict_mode
+from ag_torchfix.trust import rules as trust
 
 TESTS = str(pathlib.Path(__file__).resolve().parent)
 

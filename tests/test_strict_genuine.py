@@ -40,7 +40,7 @@ import pytest
 from helpers import FAMILY_NAMES, GENUINE, fit_genuine, genuine_recipe_source, make_table, package_uninstalled
 
 import ag_torchfix
-from ag_torchfix import trust
+from ag_torchfix.trust import rules as trust
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

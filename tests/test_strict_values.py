@@ -19,7 +19,8 @@ import pytest
 from helpers import TEXT_FRAME, fitted_generator
 
 import ag_torchfix
-from ag_torchfix import allowlist, strict_mode, value_invariants
+from ag_torchfix.policy import allowlist, value_invariants
+from ag_torchfix.load import strict_mode
 
 LIVE = """
 import pickle, resource, sys

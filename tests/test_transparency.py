@@ -15,7 +15,9 @@ import pytest
 from helpers import make_table, package_uninstalled
 
 import ag_torchfix
-from ag_torchfix import autogluon_patch, doctor, trust
+from ag_torchfix.integration import autogluon_patch
+from ag_torchfix.cli import doctor
+from ag_torchfix.trust import rules as trust
 
 
 def patched_objects():

@@ -10,7 +10,7 @@ import pytest
 from helpers import data_pkl, rewrite_archive
 
 import ag_torchfix
-from ag_torchfix import trust
+from ag_torchfix.trust import rules as trust
 
 
 @pytest.fixture
@@ -268,7 +268,7 @@ def test_lock_mismatch_names_file_and_digests(locked, monkeypatch, no_force):
 
 def test_the_hash_is_of_the_bytes_loaded(locked, monkeypatch, no_force):
     """Lock trust hands the fallback the very bytes it hashed: a file swapped after the check is never read."""
-    from ag_torchfix import fallback
+    from ag_torchfix.trust import fallback
 
     predictor, file, digest = locked
     monkeypatch.setenv("AG_TORCHFIX_TRUST", digest)

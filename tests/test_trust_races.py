@@ -27,7 +27,8 @@ import pytest
 from helpers import stream_payload
 
 import ag_torchfix
-from ag_torchfix import strict_mode, trust
+from ag_torchfix.load import strict_mode
+from ag_torchfix.trust import rules as trust
 
 
 @pytest.fixture
@@ -374,7 +375,7 @@ def verify(*args, timeout=60):
 
 @pytest.fixture
 def locked_dir(tmp_path):
-    from ag_torchfix import lock
+    from ag_torchfix.trust import lock
 
     directory = tmp_path / "predictor"
     (directory / "models").mkdir(parents=True)
@@ -397,7 +398,7 @@ def test_verify_refuses_a_fifo_lock_without_hanging(locked_dir):
 def test_verify_never_reports_the_genuine_digest_for_a_swapped_lock(locked_dir, tmp_path):
     """The attacker tampers with a file and flips the lock between the genuine one and one listing the tampered
     file.  Before: verify hashed one read (the genuine digest) and checked the list of another (exit 0)."""
-    from ag_torchfix import lock
+    from ag_torchfix.trust import lock
 
     directory, genuine_digest = locked_dir
     lock_path = directory / "ag_torchfix.lock"

@@ -7,7 +7,8 @@ import warnings
 import pytest
 
 import ag_torchfix
-from ag_torchfix import autogluon_patch, doctor
+from ag_torchfix.integration import autogluon_patch
+from ag_torchfix.cli import doctor
 
 
 def test_unknown_versions_warn_once_and_do_not_crash():

@@ -230,7 +230,7 @@ def _hostile_pool(root, slots, records, materialize) -> list:
 
     import torch
 
-    from ag_torchfix import learner_schema
+    from ag_torchfix.policy import learner_schema
 
     def deep(n):
         value = []
@@ -402,7 +402,7 @@ def _strict_dictionary() -> tuple[list[str], list[bytes]]:
 
     words: set[str] = set()
     try:
-        from ag_torchfix import dispatch, shims
+        from ag_torchfix.policy import dispatch, shims
 
         for key in list(dispatch.SLOTS) + list(dispatch.NAMES):
             attr = key.split(".", 1)[1].split("[")[0]
@@ -693,8 +693,13 @@ class Worker:
             import pickle  # noqa: F401  (StrictUnpickler is pickle's Python unpickler)
 
             import ag_torchfix  # noqa: F401
-            from ag_torchfix import archive, errors, pickle_scan, policy, scanner, secure_load, strict_mode
-            from ag_torchfix import dispatch, native  # noqa: F401  (loaded lazily by strict mode)
+            from ag_torchfix.formats import archive, pickle_scan
+            from ag_torchfix.core import errors
+            from ag_torchfix.policy import verdicts as policy
+            from ag_torchfix.cli import scanner
+            from ag_torchfix.load import secure_load, strict_mode
+            from ag_torchfix.policy import dispatch
+            from ag_torchfix.load import native  # noqa: F401  (loaded lazily by strict mode)
         self.archive, self.errors, self.pickle_scan = archive, errors, pickle_scan
         self.policy, self.scanner, self.secure_load, self.strict_mode = policy, scanner, secure_load, strict_mode
         import torch
@@ -702,7 +707,8 @@ class Worker:
         torch.set_num_threads(1)
         if self.target == "materialize":
             with atheris.instrument_imports(include=["ag_torchfix"]):
-                from ag_torchfix import materialize, records
+                from ag_torchfix.load import materialize
+                from ag_torchfix.formats import records
             self.materialize, self.records = materialize, records
             self.genuine = [p.read_bytes() for p in sorted(GENUINE.glob("*.pkl"))]
         if self.target in ("loader", "strict", "scanner", "materialize"):
@@ -710,7 +716,7 @@ class Worker:
             import autogluon.tabular  # noqa: F401
 
         if self.target in ("strict", "scanner"):  # import every allowlisted module now, not during an input
-            from ag_torchfix import allowlist, shims
+            from ag_torchfix.policy import allowlist, shims
 
             for entry in allowlist.STRICT:
                 try:

@@ -105,7 +105,7 @@ def record_file(path: pathlib.Path, rec: Recorder) -> None:
 
     import torch
 
-    from ag_torchfix.pickle_scan import scan
+    from ag_torchfix.formats.pickle_scan import scan
 
     with zipfile.ZipFile(path) as zf:
         (member,) = [n for n in zf.namelist() if n.endswith("/data.pkl")]

@@ -20,7 +20,9 @@ import sys
 
 os.environ.setdefault("AG_TORCHFIX_AUTOLOAD", "0")
 
-from ag_torchfix import learner_schema, policy, records, secure_load, torch_scope  # noqa: E402
+from ag_torchfix.policy import learner_schema, verdicts as policy
+from ag_torchfix.formats import records
+from ag_torchfix.load import secure_load, torch_scope  # noqa: E402
 
 
 def kind(value) -> str:

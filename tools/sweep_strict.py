@@ -37,7 +37,8 @@ def fit(cfg: dict, path: pathlib.Path) -> None:
 
 def main() -> None:
     import ag_torchfix  # noqa: F401
-    from ag_torchfix import pickle_scan, scanner
+    from ag_torchfix.formats import pickle_scan
+    from ag_torchfix.cli import scanner
 
     out = pathlib.Path(sys.argv[1])
     report: dict = {"configs": {}, "globals": {}}

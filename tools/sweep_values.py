@@ -20,7 +20,8 @@ import warnings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from ag_torchfix import strict_unpickler, value_invariants  # noqa: E402
+from ag_torchfix.load import strict_unpickler
+from ag_torchfix.policy import value_invariants  # noqa: E402
 
 BASES = ("TabularPredictor", "AbstractLearner", "AbstractTrainer", "AbstractModel", "AbstractFeatureGenerator")
 
