@@ -33,7 +33,7 @@ envs:
 	@for env in $(LEGACY); do tools/env.sh $$env; done
 
 # The test matrix: the current stack, the current stack with torch forcing weights-only loads, the two
-# legacy stacks, and the README's compatibility table measured against all three.
+# legacy stacks, and the compatibility table (docs/compatibility.md) measured against all three.
 test: test-current test-forced test-legacy compat-check
 
 test-current: $(STAMP)
@@ -47,11 +47,11 @@ test-legacy: envs
 	@for env in $(LEGACY); do echo "== $$env"; AG_TORCHFIX_TEST_ONCE=0 $(AG_TORCHFIX_ENVS)/$$env/bin/python -m pytest -q tests || exit 1; done
 
 compat-check: $(STAMP) envs
-	$(PY) tools/compat.py --check README.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
+	$(PY) tools/compat.py --check docs/compatibility.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
 
-# Re-measure the compatibility table and write it into the README.
+# Re-measure the compatibility table and write it into docs/compatibility.md.
 compat: $(STAMP) envs
-	$(PY) tools/compat.py --write README.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
+	$(PY) tools/compat.py --write docs/compatibility.md $(PY) $(foreach env,$(LEGACY),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
 
 .PHONY: envs-wide compat-wide
 
@@ -59,11 +59,11 @@ compat: $(STAMP) envs
 envs-wide:
 	@for env in $(WIDE); do tools/env.sh $$env || exit 1; done
 
-# Measure every stack (the CI stacks and the wide ones) and rewrite the whole README table and its closing note
+# Measure every stack (the CI stacks and the wide ones) and rewrite the whole table (docs/compatibility.md) and its closing note
 # (date, versions, build times); the measured steps' details go to .cache/compat-wide.json.
 compat-wide: $(STAMP) envs envs-wide
 	@mkdir -p .cache
-	$(PY) tools/compat.py --write README.md --all --json .cache/compat-wide.json \
+	$(PY) tools/compat.py --write docs/compatibility.md --all --json .cache/compat-wide.json \
 	  $(PY) $(foreach env,$(LEGACY) $(WIDE),$(AG_TORCHFIX_ENVS)/$(env)/bin/python)
 
 demo: $(STAMP)

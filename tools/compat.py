@@ -1,4 +1,4 @@
-"""The README's compatibility table, measured: ``make compat`` writes it, ``make test`` checks it.
+"""The compatibility table (docs/compatibility.md), measured: ``make compat`` writes it, ``make test`` checks it.
 
 For each environment (a Python interpreter) and each TORCH_FORCE_WEIGHTS_ONLY_LOAD setting, fresh
 processes try what users do: fit a predictor with NeuralNetFastAI without and with ag_torchfix, save
@@ -337,7 +337,7 @@ def main() -> int:
         stale = [m for m in measured if have.get(key(m)) != m[:DATE]]
         for m in stale:
             old = have.get(key(m))
-            print(f"\n{m[0]} force={m[FORCE]}:\n  README:   {line(old) if old else '(no row)'}\n  measured: {line(m[:DATE])}",
+            print(f"\n{m[0]} force={m[FORCE]}:\n  table:    {line(old) if old else '(no row)'}\n  measured: {line(m[:DATE])}",
                   file=sys.stderr)
         if stale:
             print(f"\nThe compatibility table in {args.check} is not what this run measured; run `make compat`.",
