@@ -7,9 +7,6 @@ imports the new paths only (tests/test_layers.py checks).
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
 import sys
 
 MOVED = {
@@ -29,17 +26,26 @@ MOVED = {
 PACKAGE = __name__.rpartition(".")[0]
 
 
-class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports ``ag_torchfix.<old>`` as the module at its new path (the same object, not a copy)."""
+_ModuleSpec = type(sys.__spec__)  # importlib.machinery.ModuleSpec, without importing importlib: the import stays light
+
+
+def _import(name: str):
+    __import__(name)
+    return sys.modules[name]
+
+
+class _OldPaths:
+    """A meta path finder and loader (importlib.abc's protocol): imports ``ag_torchfix.<old>`` as the module at its
+    new path (the same object, not a copy)."""
 
     def find_spec(self, fullname, path=None, target=None):
         package, _, name = fullname.rpartition(".")
         if package == PACKAGE and name in MOVED:
-            return importlib.util.spec_from_loader(fullname, self)
+            return _ModuleSpec(fullname, self)
         return None
 
     def create_module(self, spec):
-        module = importlib.import_module(f"{PACKAGE}.{MOVED[spec.name.rpartition('.')[2]]}")
+        module = _import(f"{PACKAGE}.{MOVED[spec.name.rpartition('.')[2]]}")
         self._real_specs[module.__name__] = module.__spec__  # the import system sets the alias's spec on it next
         return module
 

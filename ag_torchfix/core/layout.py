@@ -3,7 +3,6 @@ belongs to) and which modules the package patches."""
 
 from __future__ import annotations
 
-import functools
 import os
 
 AUTOGLUON_FASTAI_MODULE = "autogluon.tabular.models.fastainn.tabular_nn_fastai"
@@ -39,6 +38,13 @@ def predictor_root(path: str) -> tuple[str | None, list[str]]:
     return None, parts
 
 
-@functools.lru_cache(maxsize=256)
+_predictors: dict[str, bool] = {}  # a small cache (not functools: `import ag_torchfix` imports this module)
+
+
 def _is_predictor(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, "predictor.pkl"))
+    known = _predictors.get(directory)
+    if known is None:
+        if len(_predictors) >= 256:
+            _predictors.clear()
+        known = _predictors[directory] = os.path.isfile(os.path.join(directory, "predictor.pkl"))
+    return known

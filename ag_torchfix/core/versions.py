@@ -4,8 +4,7 @@ metadata only: nothing heavy is imported."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import re
+# re and importlib.metadata are imported where used: `import ag_torchfix` imports this module for __version__
 
 PACKAGE_VERSION = "0.2.0"  # ag_torchfix.__version__ (pyproject.toml says the same)
 
@@ -19,6 +18,8 @@ TESTED: dict[str, tuple[str, ...]] = {
 
 
 def installed_version(name: str) -> str | None:
+    import importlib.metadata as md
+
     try:
         return md.version(name)
     except md.PackageNotFoundError:
@@ -26,6 +27,8 @@ def installed_version(name: str) -> str | None:
 
 
 def autogluon_torch_range() -> str | None:
+    import re
+
     from importlib.metadata import PackageNotFoundError, requires
 
     try:
@@ -39,6 +42,8 @@ def autogluon_torch_range() -> str | None:
 
 
 def satisfies(version: str, spec: str) -> bool:
+    import re
+
     have = parse(version) or ()
     for clause in spec.split(","):
         match = re.match(r"(<=|>=|<|>|==|!=)(.+)", clause.strip())
@@ -70,6 +75,8 @@ def is_tested(name: str, version: str) -> bool:
 
 
 def parse(version: str | None) -> tuple[int, ...] | None:
+    import re
+
     if not version:
         return None
     return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])

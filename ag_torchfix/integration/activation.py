@@ -21,7 +21,8 @@ from __future__ import annotations
 import _thread
 
 from . import import_hooks
-from ..core.layout import (AUTOGLUON_FASTAI_MODULE, AUTOGLUON_LOAD_PKL_MODULE, AUTOGLUON_TEXT_MODULES, AUTOGLUON_XGBOOST_MODULE, CATBOOST_MODULE)
+from ..core.layout import (AUTOGLUON_FASTAI_MODULE, AUTOGLUON_LOAD_PKL_MODULE, AUTOGLUON_TEXT_MODULES,
+                           AUTOGLUON_XGBOOST_MODULE, CATBOOST_MODULE)
 from ..core.settings import ENV_STRICT, strict_env_enabled
 
 _lock = _thread.RLock()
