@@ -11,6 +11,7 @@ reference, sharing and cycles kept.  No method of a file-built object runs befor
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import inspect
 import math
@@ -39,11 +40,17 @@ def materialize(root):
     return _Builder().build(root, 0)
 
 
-def check(root) -> None:
-    """Raise ``SchemaError`` unless the records are a genuine learner, position by position."""
+def check(root, world=None) -> None:
+    """Raise ``SchemaError`` unless the records are a genuine learner, position by position.  ``world`` answers the
+    checker's questions about library objects: the real libraries (the loader, default) or the stand-ins of an
+    offline read (``record_reader.OFFLINE``: the scanner, which imports neither torch, numpy nor pandas)."""
     if not (isinstance(root, Record) and root.name == schema.LEARNER):
         raise SchemaError("learner", f"the file holds {_show(root)}, not a fastai Learner")
-    _Checker().check(root, schema.ROOT, "learner", None, 0)
+    token = _world.set(world or REAL)
+    try:
+        _Checker().check(root, schema.ROOT, "learner", None, 0)
+    finally:
+        _world.reset(token)
 
 
 # --- lazily imported libraries (the scanner imports this module without torch) -----------------------------
@@ -67,9 +74,74 @@ def _resolved(name: str):
     return shims.resolve(name)
 
 
+class _Real:
+    """The checker's questions about library objects, answered by the real libraries (what torch returned)."""
+
+    @staticmethod
+    def numpy_scalar(value) -> bool:
+        numpy = _libs()[0]
+        return isinstance(value, (numpy.integer, numpy.floating, numpy.bool_)) and type(value).__module__ == "numpy"
+
+    @staticmethod
+    def numpy_bool(value) -> bool:
+        return isinstance(value, _libs()[0].bool_)
+
+    @staticmethod
+    def numpy_str(value) -> bool:
+        return isinstance(value, _libs()[0].str_)
+
+    @staticmethod
+    def is_tensor(value) -> bool:
+        return isinstance(value, _libs()[2].Tensor)
+
+    @staticmethod
+    def tensor_of_class(value) -> bool:
+        return type(value) in _libs()[3] or type(value) is _libs()[2].nn.Parameter
+
+    @staticmethod
+    def is_parameter(value) -> bool:
+        return type(value) is _libs()[2].nn.Parameter
+
+    @staticmethod
+    def geometry(value):
+        return (tuple(value.shape), value.stride(), value.storage_offset(), value.untyped_storage().nbytes(),
+                value.element_size(), getattr(value, "__dict__", None))
+
+    @staticmethod
+    def attributes(value):
+        return getattr(value, "__dict__", None)
+
+    @staticmethod
+    def is_device(value) -> bool:
+        return type(value) is _libs()[2].device
+
+    @staticmethod
+    def is_ndarray(value) -> bool:
+        return isinstance(value, _libs()[0].ndarray)
+
+    @staticmethod
+    def numeric_ndarray(value) -> bool:
+        return type(value) is _libs()[0].ndarray and value.dtype.kind in "biuf"
+
+    @staticmethod
+    def is_dataframe(value) -> bool:
+        return type(value) is _libs()[1].DataFrame
+
+    @staticmethod
+    def is_class(value, name: str) -> bool:
+        return value is _resolved(name)
+
+    @staticmethod
+    def is_type(value) -> bool:
+        return isinstance(value, type)
+
+
+REAL = _Real()
+_world: contextvars.ContextVar = contextvars.ContextVar("ag_torchfix_materialize_world", default=REAL)
+
+
 def _numpy_scalar(value) -> bool:
-    numpy = _libs()[0]
-    return isinstance(value, (numpy.integer, numpy.floating, numpy.bool_)) and type(value).__module__ == "numpy"
+    return _world.get().numpy_scalar(value)
 
 
 def _atom(value) -> bool:
@@ -87,18 +159,15 @@ def _number(value) -> bool:
     t = type(value)
     if t is int:
         return abs(value) <= schema.MAX_INT
-    return t is float or (_numpy_scalar(value) and not isinstance(value, _libs()[0].bool_))
+    return t is float or (_numpy_scalar(value) and not _world.get().numpy_bool(value))
 
 
 def _tensor_problem(value) -> str | None:
     """A tensor must be a view that stays inside its storage, without zero strides over more than one element."""
     try:
-        size, stride, offset = tuple(value.shape), value.stride(), value.storage_offset()
-        nbytes = value.untyped_storage().nbytes()
-        itemsize = value.element_size()
+        size, stride, offset, nbytes, itemsize, extra = _world.get().geometry(value)
     except Exception as exc:  # a tensor torch cannot describe is no genuine tensor
         return f"unreadable tensor ({type(exc).__name__})"
-    extra = getattr(value, "__dict__", None)
     if extra and not all(type(k) is str and _atom(v) for k, v in extra.items()):
         return "a tensor carrying attributes that are not plain data (fastai copies them into every result)"
     if offset < 0 or any(s < 0 for s in stride):
@@ -216,7 +285,8 @@ class _Checker:
         return f"{_show(v)} where the object's own {p.args[0]} method belongs"
 
     def _type(self, v, p, *_):
-        if isinstance(v, type) and any(v is _resolved(n) for n in p.args):
+        world = _world.get()
+        if world.is_type(v) and any(world.is_class(v, n) for n in p.args):
             return None
         return f"{_show(v)} where the class {' or '.join(p.args)} belongs"
 
@@ -273,14 +343,14 @@ class _Checker:
         return None if type(v) is collections.OrderedDict and not v else f"{_show(v)} where an empty hook dict belongs"
 
     def _o2i(self, v, p, where, *_):
-        numpy = _libs()[0]
+        world = _world.get()
         if not (type(v) is dict or (type(v) is collections.defaultdict and v.default_factory is int)):
             return f"{_show(v)} where a category index belongs"
         if len(v) > MAX_ITEMS:
             return "a category index larger than any genuine one"
         self.work(where, len(v))
         for key, index in v.items():
-            if not (_atom(key) or isinstance(key, numpy.str_)) or type(index) is not int:
+            if not (_atom(key) or world.numpy_str(key)) or type(index) is not int:
                 return f"category index entry {_show(key)} -> {_show(index)}"
         return None
 
@@ -288,43 +358,42 @@ class _Checker:
         if type(v) is not dict or len(v) > 16:
             return f"{_show(v)} where fastai's batch type map belongs"
         self.work(where, sum(len(x) if type(x) is list else 1 for x in v.values()))
-        keys = [_resolved(n) for n in schema.TYPES_MAP_KEYS]
-        tensors = _libs()[3]
+        world = _world.get()
         for key, value in v.items():
-            if not any(key is k for k in keys) or type(value) is not list or len(value) > 64 \
-                    or not all(any(t is x for x in tensors) for t in value):
+            if not any(world.is_class(key, k) for k in schema.TYPES_MAP_KEYS) or type(value) is not list \
+                    or len(value) > 64 or not all(any(world.is_class(t, x) for x in schema.TENSOR_TYPES) for t in value):
                 return f"batch type map entry {_show(key)} -> {_show(value)}"
         return None
 
     # values the libraries built (their own states were checked statically before torch read them)
     def _tensor(self, v, p, where, *_):
-        torch, tensor_types = _libs()[2], _libs()[3]
-        if type(v) not in tensor_types and type(v) is not torch.nn.Parameter:
+        world = _world.get()
+        if not world.tensor_of_class(v):
             return f"{_show(v)} where a tensor belongs"
-        self.work(where, len(getattr(v, "__dict__", None) or ()))
+        self.work(where, len(world.attributes(v) or ()))
         return _tensor_problem(v)
 
     def _parameter(self, v, p, where, *_):
-        if type(v) is not _libs()[2].nn.Parameter:
+        world = _world.get()
+        if not world.is_parameter(v):
             return f"{_show(v)} where a parameter belongs"
-        self.work(where, len(getattr(v, "__dict__", None) or ()))
+        self.work(where, len(world.attributes(v) or ()))
         return _tensor_problem(v)
 
     def _device(self, v, p, *_):
-        return None if type(v) is _libs()[2].device else f"{_show(v)} where a device belongs"
+        return None if _world.get().is_device(v) else f"{_show(v)} where a device belongs"
 
     def _path(self, v, p, *_):
         return None if type(v) is pathlib.PosixPath or type(v) is pathlib.WindowsPath else \
             f"{_show(v)} where a path belongs"
 
     def _ndarray(self, v, p, *_):
-        numpy = _libs()[0]
-        if type(v) is not numpy.ndarray or v.dtype.kind not in "biuf":
+        if not _world.get().numeric_ndarray(v):
             return f"{_show(v)} where a numeric array belongs"
         return None
 
     def _dataframe(self, v, p, *_):
-        return None if type(v) is _libs()[1].DataFrame else f"{_show(v)} where a DataFrame belongs"
+        return None if _world.get().is_dataframe(v) else f"{_show(v)} where a DataFrame belongs"
 
     def _random(self, v, p, *_):
         return None if type(v) is random.Random else f"{_show(v)} where a random generator belongs"
@@ -366,18 +435,19 @@ def _could_be(value, p: schema.P) -> bool:
         return _atom(value)
     if kind == "lit":
         return any(type(value) is type(x) for x in p.args)
+    world = _world.get()
     if kind in ("tensor", "parameter"):
-        return isinstance(value, _libs()[2].Tensor)
+        return world.is_tensor(value)
     if kind == "device":
-        return type(value) is _libs()[2].device
+        return world.is_device(value)
     if kind == "path":
         return isinstance(value, pathlib.PurePath)
     if kind == "ndarray":
-        return isinstance(value, _libs()[0].ndarray)
+        return world.is_ndarray(value)
     if kind == "dataframe":
-        return isinstance(value, _libs()[1].DataFrame)
+        return world.is_dataframe(value)
     if kind == "type":
-        return isinstance(value, type)
+        return world.is_type(value)
     if kind in ("o2i", "types-map"):
         return isinstance(value, dict)
     if kind == "empty-odict":

@@ -28,8 +28,8 @@ from ..trust import fallback, rules as trust
 from ..formats import files, records
 from . import materialize, torch_scope
 from ..core.errors import DisallowedGlobalsError, SecureLoadError, UnreadableFileError, UnsupportedTorchError
+from ..policy.verdicts import MAX_IN_MEMORY  # read once into memory up to this (a module global: tests lower it)
 
-MAX_IN_MEMORY = 1 << 30  # files up to this size are read once into memory: the check and torch see the same bytes
 _verdicts: collections.OrderedDict[bytes, frozenset[str]] = collections.OrderedDict()  # digest -> names (passed)
 _VERDICTS_KEPT = 256
 

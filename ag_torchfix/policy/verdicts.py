@@ -61,6 +61,8 @@ from ..formats.pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, 
 
 ALLOWED, UNKNOWN, DANGEROUS = "allowed", "unknown", "dangerous"
 
+MAX_IN_MEMORY = 1 << 30  # internals files up to this size are read once into memory: the check and torch see the same bytes
+
 # A fastai internals pickle is a few thousand opcodes; these bounds leave room for models a hundred
 # times bigger and keep torch's unpickler (whose objects weigh more than the scan's) far from 512 MiB.
 # Measured on every genuine internals file at hand, 27 of them: binary, multiclass, regression, quantile, bagged and
@@ -372,8 +374,13 @@ _CLASS_CONTEXT = ("fastai.tabular.all",)
 
 @functools.lru_cache(maxsize=4096)
 def _shadows(kind: str, key: str) -> bool:
-    from . import shims
+    """Whether ``key`` names a method of allowlisted class ``kind``: from the measured table of this stack
+    (``stack_tables``: nothing imported), else from the class itself, imported as AutoGluon's process sees it."""
+    from . import shims, stack_tables
 
+    known = stack_tables.methods(kind)
+    if known is not None:
+        return key in known
     _import_class_context()
     try:
         cls = shims.resolve(kind)
