@@ -435,3 +435,202 @@ def test_verify_of_a_malformed_lock_is_a_clean_exit_3(locked_dir, content):
     (directory / "ag_torchfix.lock").write_bytes(content)
     out = verify(directory)
     assert out.returncode == 3 and "Traceback" not in out.stderr, out.stdout + out.stderr
+
+
+# --- red team of this change (helper-11): each kept as a test -----------------------------------------------
+
+INODE_RACER = textwrap.dedent(r"""
+    import ctypes, os, sys
+    att, T, swaps = sys.argv[1], sys.argv[2], sys.argv[3]
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init()
+    libc.inotify_add_watch(fd, att.encode(), 0x10)  # IN_CLOSE_NOWRITE: the loader closed the attacker's file
+    n = 0
+    while True:
+        os.read(fd, 4096)
+        p = os.path.join(att, "model.pkl")
+        try:
+            if os.path.islink(p):
+                continue
+            ino = os.stat(p).st_ino
+            os.unlink(p)                                   # its inode is free again
+            n += 1
+            new = os.path.join(T, f"ckpt-{n}")
+            with open(new, "wb") as fh:                    # a legitimate writer in the trusted tree gets that inode
+                fh.write(b"checkpoint")
+            if os.stat(new).st_ino == ino:
+                os.symlink(new, p)                         # the attacker's path now resolves into T, same inode
+                with open(swaps, "a") as fh:
+                    fh.write("swap\n")
+        except OSError:
+            pass
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_a_freed_inode_reused_in_the_trusted_tree_never_vouches_for_the_attackers_bytes(load_pkl, tmp_path, no_force):
+    """Strict mode used to close the file before deciding trust: the attacker's inode, freed on close, was handed
+    to a new file in the trusted directory, the attacker's path re-pointed at it, and the (dev, inode) check passed
+    for bytes read from outside (LIVE on the first try).  The file now stays open until trust is decided."""
+    trusted_dir, attacker = tmp_path / "T", tmp_path / "att"
+    trusted_dir.mkdir()
+    attacker.mkdir()
+    swaps = tmp_path / "swaps"
+    racer = subprocess.Popen([sys.executable, "-c", INODE_RACER, str(attacker), str(trusted_dir), str(swaps)])
+    evil = Payload(tmp_path / "payloads", "evil")
+    target = attacker / "model.pkl"
+    try:
+        time.sleep(0.3)
+        with ag_torchfix.trusted(trusted_dir):
+            for _ in range(60):
+                if os.path.lexists(target):
+                    target.unlink()
+                target.write_bytes(evil.path.read_bytes())
+                assert attempt(load_pkl, target) == "refused"
+                time.sleep(0.01)
+                assert not evil.ran
+    finally:
+        racer.kill()
+        racer.wait()
+    assert not evil.ran
+
+
+def test_a_generator_finished_inside_another_threads_block_closes_its_own_entry(load_pkl, tmp_path, no_force):
+    """Thread B, inside its own ``with shared:``, finishes a generator that entered ``shared`` in this thread: the
+    generator's entry must close (before: B's did, and this thread stayed trusted outside any block)."""
+    shared = ag_torchfix.trusted(tmp_path)
+    evil = Payload(tmp_path, "evil")
+    finished, checked = threading.Event(), threading.Event()
+    seen = {}
+
+    def generator():
+        with shared:
+            yield
+
+    suspended = generator()
+    next(suspended)
+
+    def other():
+        with shared:
+            next(suspended, None)
+            finished.set()
+            checked.wait(30)
+            seen["other still trusted"] = trust.trust_source(str(evil.path)) is not None
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert finished.wait(30)
+    assert trust.trust_source(str(evil.path)) is None
+    result = attempt(load_pkl, evil.path)
+    checked.set()
+    thread.join(30)
+    assert result == "refused" and not evil.ran
+    assert seen["other still trusted"]  # and B's own block was left open
+
+
+@pytest.mark.parametrize("url_path", ["/models/../uploads/model.pkl", "/models/%2e%2e/uploads/model.pkl",
+                                      "/models\\..\\uploads/model.pkl"])
+def test_a_trusted_url_prefix_covers_what_the_server_is_asked_for(url_path, tmp_path, monkeypatch):
+    """``trusted("http://h/models")`` judged the raw string; requests removes dot segments before sending, so
+    ``/models/../uploads/x`` fetched ``/uploads/x`` (LIVE before)."""
+    with ag_torchfix.trusted("http://h/models"):
+        assert trust.trust_source("http://h" + url_path) is None
+        assert trust.trust_source("http://h/models/p/model.pkl") is not None
+
+
+def test_a_trusted_url_that_redirects_is_not_followed(load_pkl, tmp_path, monkeypatch, no_force):
+    if not hasattr(load_pkl, "_is_web_url"):
+        pytest.skip("this AutoGluon reads no pickles from URLs")
+    evil = Payload(tmp_path, "evil")
+    served = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            served.append(self.path)
+            if self.path.startswith("/models/"):
+                self.send_response(302)
+                self.send_header("Location", "/elsewhere/model.pkl")
+                self.end_headers()
+                return
+            body = evil.path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AG_ALLOW_PICKLE_FROM_URL", "True")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        with ag_torchfix.trusted(base + "/models"):
+            assert attempt(load_pkl, base + "/models/model.pkl") == "refused"
+        assert served == ["/models/model.pkl"] and not evil.ran
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+LOCK_RACER = textwrap.dedent("""
+    import os, sys, time
+    d, victim, end = sys.argv[1], sys.argv[2], time.time() + 60
+    while time.time() < end:
+        for n in os.listdir(d):
+            if n.startswith("ag_torchfix.lock.") and n.endswith(".tmp"):
+                try:
+                    os.rename(os.path.join(d, n), os.path.join(d, n + ".x"))
+                    os.symlink(victim, os.path.join(d, n))
+                except OSError:
+                    pass
+""")
+
+
+def test_lock_never_changes_the_mode_of_a_file_linked_under_its_temporary_name(locked_dir, tmp_path):
+    """A racer replaces lock's temporary file by a link to a private file: the mode is set on the descriptor, so
+    the private file stays 0600 (before: ``os.chmod`` by name made it 0644 within ~50 runs)."""
+    import stat
+
+    from ag_torchfix.trust import lock
+
+    directory, _ = locked_dir
+    (directory / "ag_torchfix.lock").unlink()
+    secret = tmp_path / "secret"
+    secret.write_text("private key")
+    secret.chmod(0o600)
+    racer = subprocess.Popen([sys.executable, "-c", LOCK_RACER, str(directory), str(secret)])
+    try:
+        time.sleep(0.2)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            for leftover in directory.iterdir():
+                if leftover.is_symlink() or leftover.name.endswith(".x"):
+                    leftover.unlink()
+            with contextlib.suppress(Exception):
+                lock.write(str(directory))
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    finally:
+        racer.kill()
+        racer.wait()
+
+
+def test_verify_compares_sizes_before_hashing_a_huge_sparse_file(locked_dir):
+    directory, _ = locked_dir
+    with open(directory / "learner.pkl", "r+b") as fh:
+        fh.truncate(1 << 42)  # 4 TiB, sparse: hashing it would take hours
+    started = time.monotonic()
+    out = verify(directory, timeout=60)
+    assert out.returncode == 2 and "not hashed" in out.stdout, out.stdout
+    assert time.monotonic() - started < 30
+
+
+def test_verify_escapes_what_the_lock_says(locked_dir):
+    directory, _ = locked_dir
+    doc = json.loads((directory / "ag_torchfix.lock").read_text())
+    doc["files"]["learner.pkl"]["sha256"] = "\x1b[2J\x1b[8mhidden"
+    (directory / "ag_torchfix.lock").write_text(json.dumps(doc))
+    out = verify(directory)
+    assert out.returncode == 2 and "\x1b" not in out.stdout, repr(out.stdout)

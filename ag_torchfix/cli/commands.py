@@ -121,6 +121,10 @@ def _scan(args) -> int:
         sys.stdout.write("\n")
     else:
         _print_report(report, verbose=args.verbose, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        if not scanner.has_stack_tables() and any(f.role in ("fastai-internals", "torch-archive") for f in report.files):
+            print(f"note: no measured stack table ships for this environment ({safe(scanner.stack_key())}): fastai "
+                  "and torch were imported to judge their files (slower, same verdicts; tools/sweep_stack_tables.py "
+                  "measures one)")
     return report.exit_code
 
 
@@ -226,7 +230,8 @@ def _verify(args) -> int:
         print(f"{safe(args.directory)}: {safe(result.error)} (exit 3)")
         return 3
     for rel, expected, actual in result.changed:
-        print(f"   changed  {safe(rel)} (expected sha256:{expected[:16]}..., got sha256:{actual[:16]}...)")
+        got = f"sha256:{actual[:16]}..." if actual[:1] != "(" else actual
+        print(f"   changed  {safe(rel)} (expected sha256:{safe(expected[:16])}..., got {safe(got)})")
     for label, items in (("added", result.added), ("removed", result.removed), ("not a file", result.not_regular)):
         for rel in items:
             print(f"{label:>10}  {safe(rel)}")

@@ -3,9 +3,11 @@
 A scope is entered and closed per context (thread, asyncio task, ``contextvars`` context).  A manager object
 (one ``trusted(...)`` or ``strict(False)``) may be shared by any number of threads and tasks: each entry is its
 own ``Entry`` in the entering context's stack, and each exit closes exactly the entry its own ``with`` opened
-(found by context and frame, never by popping a list shared between threads).  Closing marks the entry closed
-before anything else happens, so nothing that may raise afterwards can leave it open, and never uses
-``ContextVar.reset`` (which raises for a token of another context).
+(found by the frame that entered it, then by context, never by popping a list shared between threads).  Closing
+marks the entry closed before anything else happens, so nothing that may raise afterwards can leave it open, and
+never uses ``ContextVar.reset`` (which raises for a token of another context).  Not covered: an asynchronous
+exception (KeyboardInterrupt, a signal handler that raises) landing inside ``__enter__`` or ``__exit__`` themselves
+can leave an entry open; a process that catches such an exception and goes on should not rely on the block.
 
 A copy of a context made inside a block (an asyncio task, ``copy_context``) sees the block's entry while the
 block is open.  Once it is closed, an entry that loosens security (trust, strict mode off, a wider allowlist) is
@@ -85,12 +87,15 @@ class Manager:
 
     def __exit__(self, *exc_info) -> None:
         frame = sys._getframe(1)
-        entry = self._stack.own(self, frame)
-        if entry is None:  # exited in another context than it was entered (a generator resumed elsewhere)
+        with self._lock:
+            same_frame = [e for e in self._open if e.open and e.frame is frame]
+        # the entry this very ``with`` made (its frame: also when a generator is finished in another thread); else
+        # this context's innermost one (a ``with`` split over frames: ExitStack); else the newest open one
+        entry = same_frame[-1] if same_frame else self._stack.own(self, frame)
+        if entry is None:
             with self._lock:
                 candidates = [e for e in self._open if e.open]
-            same_frame = [e for e in candidates if e.frame is frame]
-            entry = (same_frame or candidates or [None])[-1]
+            entry = candidates[-1] if candidates else None
         if entry is not None:
             self._stack.close(entry)
         with self._lock:

@@ -14,6 +14,7 @@ loading.  A missing or unreadable path raises AutoGluon's (the OS's) own error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import io
@@ -148,6 +149,7 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
     model = _model_of(path)
     where = {"path": path, "model": model, "forced": trust.platform_forces_weights_only()}
     opener = identity = None
+    held = contextlib.ExitStack()  # a local file stays open until trust is decided: its inode cannot be reused
     remote = remote_kind(path, module)
     if remote == "s3":
         import boto3
@@ -161,7 +163,11 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
         fallback.open_door(err, path, lambda limit: b"", what="strict load", stacklevel=4)  # raises unless trusted
         import requests
 
-        response = requests.get(path)  # as AutoGluon fetches it, once, after trust in the URL was decided
+        # as AutoGluon fetches it, once, after trust in the URL was decided; a redirect leaves the URL judged
+        response = requests.get(path, allow_redirects=False)
+        if response.is_redirect:
+            raise SecureLoadError(f"the trusted URL redirects elsewhere ({response.status_code}); strict mode loads "
+                                  "a trusted URL only from the URL that was judged", **where)
         response.raise_for_status()
         return pickle.loads(response.content)
     else:  # a local file, whatever its name looks like: AutoGluon opens it with open()
@@ -176,14 +182,19 @@ def _strict_load_pkl(module, original, bound: inspect.BoundArguments):
             open_compressed = compression_map[compression_fn]["open"]
             kwargs = extra.get("compression_fn_kwargs") or {}
             opener = functools.partial(open_compressed, mode="rb", **kwargs)
-        with files.open_for_load(path, **where) as fh:  # OSError (missing, unreadable) is AutoGluon's own
+        fh = held.enter_context(files.open_for_load(path, **where))  # OSError (missing...) is AutoGluon's own
+        try:
             raw = fh.read()
             identity = files.identity(fh)
-    try:
-        return load_pickle(raw, path=path, model=model, opener=opener)
-    except SecureLoadError as err:
-        door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=5,
-                                  identity=identity)
+        except BaseException:
+            held.close()
+            raise
+    with held:
+        try:
+            return load_pickle(raw, path=path, model=model, opener=opener)
+        except SecureLoadError as err:
+            door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=5,
+                                      identity=identity)
     # the bytes trust was decided on, never the path again (a re-pointed link, a re-uploaded S3 object)
     data = door.data if door.data is not None else raw
     with (opener(io.BytesIO(data)) if opener is not None else io.BytesIO(data)) as fh:
@@ -224,17 +235,17 @@ def _checked_xgboost_bytes(path: str) -> bytes:
 
     model = _model_of(path)
     _refuse_linked_directory(path, {"path": path, "model": model, "forced": trust.platform_forces_weights_only()})
-    with files.open_for_load(path, path=path, model=model) as fh:
+    with files.open_for_load(path, path=path, model=model) as fh:  # open until trust is decided (inode reuse)
         raw = fh.read()
         identity = files.identity(fh)
-    try:
-        native.check_xgboost_model(raw)
-        return raw
-    except native.NativeStateError as exc:
-        err = DisallowedGlobalsError([], [f"XGBoost's model file fails its structural check: {exc}"], path=path,
-                                     model=model, forced=trust.platform_forces_weights_only())
-    door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=4,
-                              identity=identity)
+        try:
+            native.check_xgboost_model(raw)
+            return raw
+        except native.NativeStateError as exc:
+            err = DisallowedGlobalsError([], [f"XGBoost's model file fails its structural check: {exc}"], path=path,
+                                         model=model, forced=trust.platform_forces_weights_only())
+        door = fallback.open_door(err, path, lambda limit: raw[:limit], what="strict load", stacklevel=4,
+                                  identity=identity)
     return door.data if door.data is not None else raw
 
 

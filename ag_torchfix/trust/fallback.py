@@ -28,7 +28,8 @@ def open_door(err: SecureLoadError, path: str | None, read: Callable[[int], byte
               identity: tuple[int, int] | None = None, stacklevel: int = 3) -> Door:
     """Decide the fallback for a refused file, or re-raise.  ``read(limit)`` returns up to ``limit``
     bytes of the file from its start (called only for lock trust).  ``identity`` is the (device, inode) of the
-    file that was read: location trust holds only while ``path`` still names that very file."""
+    file that was read, which the caller must still hold open (a closed file's inode can be reused by a new file in
+    the trusted directory): location trust holds only while ``path`` still names that very file."""
     if isinstance(err, UnreadableFileError) or err.forced or trust.platform_forces_weights_only():
         raise err
     # the path is resolved once: trust is judged on that real path, and that same real path must name the very

@@ -54,14 +54,22 @@ class Verification:
 
         return {"schema": "ag_torchfix.verify/1", "version": __version__, "lock": self.lock, "digest": self.digest,
                 "ok": self.ok, "exit_code": self.exit_code, "error": self.error, "expected": self.expected,
-                "changed": [{"path": p, "expected": f"sha256:{e}", "actual": f"sha256:{a}"} for p, e, a in self.changed],
+                "changed": [{"path": p, "expected": f"sha256:{e}", "actual": f"sha256:{a}" if a[:1] != "(" else a}
+                            for p, e, a in self.changed],
                 "added": self.added, "removed": self.removed, "not_regular": self.not_regular}
 
 
-def file_digest(path: str) -> tuple[int, str]:
+def file_digest(path: str, expected_size: int | None = None) -> tuple[int, str | None]:
+    """(size, SHA-256) of a regular file.  With ``expected_size``, a file of another size is not hashed (None): a
+    sparse file of terabytes listed in place of a small one is a mismatch at once, not hours of hashing."""
     digest, size = hashlib.sha256(), 0
     with files.open_regular(path) as fh:
-        while chunk := fh.read(CHUNK):
+        if expected_size is not None:
+            actual = os.fstat(fh.fileno()).st_size
+            if actual != expected_size:
+                return actual, None
+        limit = expected_size + 1 if expected_size is not None else None
+        while chunk := fh.read(CHUNK if limit is None else min(CHUNK, limit - size)):
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
@@ -115,7 +123,7 @@ def write(directory: str) -> tuple[str, str, dict]:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.chmod(tmp, 0o644)
+            os.fchmod(fh.fileno(), 0o644)  # the descriptor, never the name (a link planted under it)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -149,8 +157,9 @@ def verify(directory: str, expect: str | None = None) -> Verification:
         elif rel not in present:
             result.removed.append(rel)
         else:
+            expected_size = entry.get("size")
             try:
-                size, sha = file_digest(full)
+                size, sha = file_digest(full, expected_size if type(expected_size) is int else None)
             except files.NotRegular:  # replaced by a FIFO or device since the walk
                 result.not_regular.append(rel)
                 continue
@@ -158,7 +167,8 @@ def verify(directory: str, expect: str | None = None) -> Verification:
                 result.removed.append(rel)
                 continue
             if size != entry.get("size") or sha != entry.get("sha256"):
-                result.changed.append((rel, str(entry.get("sha256")), sha))
+                result.changed.append((rel, str(entry.get("sha256")), sha or f"(not hashed: {size} bytes, not "
+                                                                           f"{entry.get('size')})"))
     result.added = sorted(present - set(files_listed))
     result.not_regular += sorted(set(other) - set(files_listed))
     result.ok = not (result.changed or result.added or result.removed or result.not_regular or result.unexpected)

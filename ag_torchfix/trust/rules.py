@@ -110,15 +110,36 @@ def is_url(path: str) -> bool:
 
 
 def normalise(path: str | os.PathLike) -> str:
-    """The one spelling trust compares: URLs (``remote_kind``) as given (without a trailing slash), every other
-    path absolute and with symlinks resolved (a link inside a trusted directory that points elsewhere
-    is not trusted)."""
+    """The one spelling trust compares: S3 URLs as given (botocore sends the key literally), web URLs as the server
+    will see them (``_web_url``), both without a trailing slash; every other path absolute and with symlinks
+    resolved (a link inside a trusted directory that points elsewhere is not trusted)."""
     text = os.fspath(path)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    if is_url(text):
+    kind = remote_kind(text)
+    if kind == "url":
+        return _web_url(text).rstrip("/")
+    if kind is not None:
         return text.rstrip("/")
     return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
+
+
+def _web_url(url: str) -> str:
+    """An http(s) URL with its path as the request will reach the server: backslashes as slashes, ``%2e`` as a dot,
+    and dot segments removed (requests and urllib3 remove ``/../`` before sending: ``/models/../uploads/x`` is
+    ``/uploads/x``, which a prefix ``/models`` must not cover); the host in lower case."""
+    import posixpath
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    raw = re.sub("%2e", ".", parts.path.replace("\\", "/"), flags=re.IGNORECASE)
+    path = posixpath.normpath(raw) if raw else ""
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    if path == ".":
+        path = ""
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
 
 
 def under(target: str, prefix: str) -> bool:
