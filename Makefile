@@ -14,7 +14,7 @@ LEGACY := legacy-ag11 legacy-fastai27
 # as readers (CUDA torch builds). Built and measured only by `make compat-wide`.
 WIDE   := ag12 ag13 ag14 fastai2719 fastai2812 torch2141 py310 py312 py313
 
-.PHONY: venv envs test test-current test-forced test-legacy compat-check compat demo bench sweep clean
+.PHONY: venv envs test test-current test-forced test-legacy compat-check compat demo bench sweep stack-tables clean
 
 # The current stack (requirements/current.txt) plus the package itself, editable.
 # A build from scratch records its duration in .build-seconds (tools/compat.py reports it); an update does not.
@@ -73,6 +73,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -c "import picklescan" 2>/dev/null || $(PY) -m pip install -q --disable-pip-version-check picklescan
 	$(PY) benchmarks/bench.py
+
+# Measure the stack tables the scanner uses instead of importing fastai and torch (policy/stack_tables.json), in the
+# project's environment and every cached one (CI stacks, wide matrix, goldens writers); review the diff.
+stack-tables: $(STAMP)
+	AG_TORCHFIX_AUTOLOAD=0 $(PY) tools/sweep_stack_tables.py
+	@for py in $(AG_TORCHFIX_ENVS)/*/bin/python; do AG_TORCHFIX_AUTOLOAD=0 PYTHONPATH=$(CURDIR) $$py tools/sweep_stack_tables.py || exit 1; done
 
 # Regenerate the allowlist candidates from real predictors (review them before editing allowlist.py).
 sweep: $(STAMP)

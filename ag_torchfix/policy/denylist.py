@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 PROCESS, CODE, IMPORT, FILE, NETWORK = "process", "code", "import", "file", "network"
 NESTED, RUNNER, NATIVE, INSTALL = "nested-load", "runner", "native", "install"
+SCANNER = "scanner"
 
 CATEGORIES: dict[str, str] = {
     PROCESS: "process execution: runs commands, spawns processes or threads that run callables",
@@ -43,6 +44,7 @@ CATEGORIES: dict[str, str] = {
     RUNNER: "debugger, profiler or test runner: executes code or statements it is given",
     NATIVE: "interpreter & native code: foreign functions, raw memory, interpreter hooks and state",
     INSTALL: "package installation: installs packages, builds extensions or creates environments",
+    SCANNER: "security tooling: turns a scanner's or a restricted unpickler's protection off, or calls into it",
 }
 
 SOURCES = ("picklescan", "modelscan", "fickling", "modelaudit", "ag_torchfix")
@@ -74,6 +76,10 @@ def _m(category: str, reason: str, sources: str, owners: str, members: str) -> t
 
 # --- the catalogue ----------------------------------------------------------------------------------
 ENTRIES: tuple[Danger, ...] = (
+    # --- security tooling: no genuine model pickle names a scanner; a pickle that does is switching one off ------
+    *_g(SCANNER, "a pickle scanner or restricted unpickler: its hooks can be removed, its allowlists widened", "F",
+        "fickling picklescan modelscan modelaudit saferpickle model_unpickler"),
+    *_e("ag_torchfix", SCANNER, "this package: uninstall() and trusted() switch its protection off", "T"),
     # --- process execution: the standard library ---------------------------------------------------
     *_e("os", PROCESS, "system, popen, exec*, spawn*, fork and kill, beside file and environment primitives", "PMFA"),
     *_e("posix", PROCESS, "the C module behind os on POSIX: system, exec*, fork, file primitives", "PMFA"),
