@@ -331,6 +331,37 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
 
+@contextlib.contextmanager
+def serving(respond, monkeypatch):
+    """A local HTTP server calling ``respond(handler)`` for each GET; yields its base URL.  AutoGluon's URL loading
+    is allowed (AG_ALLOW_PICKLE_FROM_URL), proxies bypassed."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            respond(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AG_ALLOW_PICKLE_FROM_URL", "True")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send(handler, status: int, body: bytes = b"", **headers) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def test_a_url_pickle_is_fetched_once_after_trust_and_never_when_untrusted(load_pkl, tmp_path, monkeypatch, no_force):
     if not hasattr(load_pkl, "_is_web_url"):
         pytest.skip("this AutoGluon reads no pickles from URLs")
@@ -338,32 +369,16 @@ def test_a_url_pickle_is_fetched_once_after_trust_and_never_when_untrusted(load_
     bodies = [pickle.dumps({"counter": collections.Counter}, protocol=4), evil.path.read_bytes()]
     requests_seen = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            requests_seen.append(self.path)
-            body = bodies[min(len(requests_seen) - 1, 1)]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler):
+        requests_seen.append(handler.path)
+        send(handler, 200, bodies[min(len(requests_seen) - 1, 1)])
 
-        def log_message(self, *args):
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/p/model.pkl"
-    monkeypatch.setenv("AG_ALLOW_PICKLE_FROM_URL", "True")
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    try:
+    with serving(respond, monkeypatch) as base:
+        url = f"{base}/p/model.pkl"
         assert attempt(load_pkl, url) == "refused" and requests_seen == []  # untrusted: not even fetched
         with ag_torchfix.trusted(url.rsplit("/", 2)[0]):
             assert attempt(load_pkl, url) == {"counter": collections.Counter}
-        assert requests_seen == ["/p/model.pkl"] and not evil.ran
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert requests_seen == ["/p/model.pkl"] and not evil.ran
 
 
 # --- 3. verify reads the lock once, through the regular-file opener ------------------------------------------
@@ -544,35 +559,17 @@ def test_a_trusted_url_that_redirects_is_not_followed(load_pkl, tmp_path, monkey
     evil = Payload(tmp_path, "evil")
     served = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            served.append(self.path)
-            if self.path.startswith("/models/"):
-                self.send_response(302)
-                self.send_header("Location", "/elsewhere/model.pkl")
-                self.end_headers()
-                return
-            body = evil.path.read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler):
+        served.append(handler.path)
+        if handler.path.startswith("/models/"):
+            send(handler, 302, Location="/elsewhere/model.pkl")
+        else:
+            send(handler, 200, evil.path.read_bytes())
 
-        def log_message(self, *args):
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AG_ALLOW_PICKLE_FROM_URL", "True")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    try:
+    with serving(respond, monkeypatch) as base:
         with ag_torchfix.trusted(base + "/models"):
             assert attempt(load_pkl, base + "/models/model.pkl") == "refused"
-        assert served == ["/models/model.pkl"] and not evil.ran
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert served == ["/models/model.pkl"] and not evil.ran
 
 
 LOCK_RACER = textwrap.dedent("""

@@ -8,13 +8,6 @@ May import: every layer below.
 """
 
 
-def __getattr__(name):
-    """The names of the module ``ag_torchfix.cli`` was before the layered layout (now ``.commands``; monkeypatch
-    ``ag_torchfix.cli.commands`` itself)."""
-    import importlib
+from ..core.compat import forwarding
 
-    module = importlib.import_module(".commands", __name__)
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = forwarding(__name__, "commands")

@@ -9,13 +9,6 @@ scanned pickle).  May import: ``core``, ``formats``.
 """
 
 
-def __getattr__(name):
-    """The names of the module ``ag_torchfix.policy`` was before the layered layout (now ``.verdicts``; monkeypatch
-    ``ag_torchfix.policy.verdicts`` itself)."""
-    import importlib
+from ..core.compat import forwarding
 
-    module = importlib.import_module(".verdicts", __name__)
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = forwarding(__name__, "verdicts")

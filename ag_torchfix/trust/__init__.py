@@ -8,13 +8,6 @@ May import: ``core``, ``formats``.
 """
 
 
-def __getattr__(name):
-    """The names of the module ``ag_torchfix.trust`` was before the layered layout (now ``.rules``; monkeypatch
-    ``ag_torchfix.trust.rules`` itself)."""
-    import importlib
+from ..core.compat import forwarding
 
-    module = importlib.import_module(".rules", __name__)
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = forwarding(__name__, "rules")
