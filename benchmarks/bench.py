@@ -216,6 +216,11 @@ def bench_scan_cli(zoo: pathlib.Path, n: int) -> list[tuple]:
     import shutil
 
     rows = []
+    # An installed package has its bytecode compiled (pip compiles on install; picklescan's is): so does ours here,
+    # even where PYTHONDONTWRITEBYTECODE keeps imports from writing it
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "ag_torchfix"), quiet=1)
     small = zoo.parent / "small.pkl"
     small.write_bytes(__import__("pickle").dumps({"a": [1, 2, 3]}))
     ours_small = statistics.median(wall([sys.executable, "-m", "ag_torchfix", "scan", str(small)], ok=(0, 1))
@@ -232,8 +237,17 @@ def bench_scan_cli(zoo: pathlib.Path, n: int) -> list[tuple]:
                      lambda: wall([picklescan, "--path", str(zoo)], ok=(0, 1, 2)), n)
     rows.append((f"scan a directory of {len(pickles)} pickles (a zoo predictor) vs picklescan (fresh processes, wall)",
                  f"{a * 1e3:.0f} ms", f"{b * 1e3:.0f} ms", f"{a / b:.2f}x", "<= 1x"))
-    # The same predictor's pickles without its fastai internals: judging internals imports fastai and torch (the
-    # method-shadowing rule needs the real classes); AutoGluon's own pickles need neither.
+    # picklescan's own test material, when a checkout of it is at hand (it is not redistributed here):
+    # AG_TORCHFIX_PEER_CORPUS=/path/to/picklescan/tests/data make bench
+    corpus = os.environ.get("AG_TORCHFIX_PEER_CORPUS")
+    if corpus and os.path.isdir(corpus):
+        count = sum(1 for p in pathlib.Path(corpus).rglob("*") if p.is_file())
+        a, b = alternate(lambda: wall([sys.executable, "-m", "ag_torchfix", "scan", corpus], ok=(0, 1, 2, 3)),
+                         lambda: wall([picklescan, "--path", corpus], ok=(0, 1, 2)), n)
+        rows.append((f"scan picklescan's own test material ({count} files) vs picklescan (fresh processes, wall)",
+                     f"{a * 1e3:.0f} ms", f"{b * 1e3:.0f} ms", f"{a / b:.2f}x", "<= 1x"))
+    # The same predictor's pickles without its fastai internals (before issue 21 judging internals imported fastai
+    # and torch; now both rows should read alike).
     plain = zoo.parent / "plain-pickles"
     plain.mkdir(exist_ok=True)
     for i, p in enumerate(p for p in pickles if p.name != "model-internals.pkl"):

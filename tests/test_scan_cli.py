@@ -51,7 +51,9 @@ def test_real_bagged_predictor(predictors):
 def test_json_schema(binary_predictor, internals_of):
     code, doc = scan_json(internals_of(binary_predictor))
     assert code == 0
-    assert set(doc) == {"schema", "version", "strict", "verdict", "exit_code", "summary", "directories", "files"}
+    assert set(doc) == {"schema", "version", "strict", "verdict", "exit_code", "summary", "stack_tables", "directories",
+                        "files"}
+    assert doc["stack_tables"]["stack"].startswith("py") and type(doc["stack_tables"]["measured"]) is bool
     assert doc["schema"] == "ag_torchfix.scan/2" and doc["directories"] == []
     assert doc["summary"] == {"files": 1, "allowed": 1, "needs-trust": 0, "dangerous": 0, "unreadable": 0}
     (f,) = doc["files"]

@@ -71,7 +71,7 @@ def merge(table: dict, key: str, measured: dict) -> dict:
 
 
 def main() -> int:
-    path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else stack_tables.TABLE
+    path = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else stack_tables.TABLE)
     table = json.loads(path.read_text()) if path.exists() else {}
     key = stack_tables.stack_key()
     path.write_text(json.dumps(merge(table, key, measure()), separators=(",", ":"), sort_keys=False) + "\n")

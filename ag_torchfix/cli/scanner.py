@@ -15,8 +15,10 @@ from the predictor layout, and judged with ``policy``:
   restricted load and its checks of what AutoGluon later calls (nothing in them runs: that is what
   strict mode guarantees), and files AutoGluon reads by other means need trust.
 Every pickle in a file is read (torch's legacy format holds several; data after the last STOP is
-reported and scanned when it parses as a pickle).  Findings made before a file turns out to be
-malformed are kept: a known danger wins.  Reading is bounded: pickles in windows, decompression by
+reported and scanned when it parses as a pickle), and so is every pickle nested in a value (``formats.nested``:
+raw, hex, base64, compressed; its findings are the file's).  Findings made before a file turns out to be
+malformed are kept: a known danger wins, also in a zip archive refused as a whole (every record that can be read
+is scanned: ``archive.salvage``).  Reading is bounded: pickles in windows, decompression by
 ratio, symlinked directories not followed but reported (AutoGluon would read through them), non-regular
 files never opened but reported, as are directories where AutoGluon reads a file.  A failure on one
 file never aborts the run.
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-from ..formats import archive, files, pickle_scan, text
+from ..formats import archive, files, nested, pickle_scan, text
 from ..policy import verdicts as policy
 from ..core.layout import model_of, predictor_root
 
@@ -54,6 +56,10 @@ COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.GzipFile), b"BZh": ("bz2", bz2.BZ2File)
 # Files strict mode loads through AutoGluon's load_pkl.load (relative to the predictor root).
 STRICT_LOADED = ("predictor.pkl", "learner.pkl", "models/trainer.pkl")
 INTERNALS = "model-internals.pkl"  # the file AutoGluon hands to the secure loader (NNFastAiTabularModel.load)
+NPY_MAGIC = b"\x93NUMPY"  # numpy's .npy format: a header, then the array's bytes (a pickle for an object dtype)
+NPY_MAX_HEADER = 1 << 16
+SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+TORCHSCRIPT_OWN = "torch.jit._pickle."  # list and type-tag builders every TorchScript archive's pickles name
 NOT_REGULAR = "not a regular file (a FIFO, device, socket or directory): not opened"
 
 
@@ -114,7 +120,22 @@ class Report:
         counts = {v: sum(f.verdict == v for f in self.files) for v in EXIT_CODES}
         return {"schema": SCHEMA, "version": __version__, "strict": self.strict, "verdict": self.verdict,
                 "exit_code": self.exit_code, "summary": {"files": len(self.files), **counts},
+                "stack_tables": {"stack": stack_key(), "measured": has_stack_tables()},
                 "directories": [asdict(d) for d in self.directories], "files": [asdict(f) for f in self.files]}
+
+
+def stack_key() -> str:
+    from ..policy import stack_tables
+
+    return stack_tables.stack_key()
+
+
+def has_stack_tables() -> bool:
+    """Whether this stack's facts about fastai's and torch's classes ship with the package (``stack_tables``): then
+    the scan imports neither fastai nor torch; otherwise it imports them to ask (slower, same verdicts)."""
+    from ..policy import stack_tables
+
+    return stack_tables.stack() is not None
 
 
 def scan_paths(paths: Iterable[str], *, strict: bool = False,
@@ -165,6 +186,11 @@ def _scan_content(path: str, fh: BinaryIO, model, size: int, strict: bool) -> Fi
         return _unreadable(path, "empty file", model=model)
     if archive.is_zip(head):
         return _scan_torch_zip(path, fh, model, size, strict)
+    if head.startswith(NPY_MAGIC):
+        return _scan_npy(path, fh, model, size, strict)
+    if head.startswith(SEVEN_ZIP_MAGIC):
+        return _unreadable(path, "it is a 7z archive: the scanner has no 7z reader, so the files in it were not "
+                           "scanned", model=model, kind="7z")
     for magic, (kind, opener) in COMPRESSED.items():
         if head.startswith(magic):
             with opener(fileobj=fh) as inner:
@@ -178,7 +204,7 @@ def _scan_internals(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
     its in-memory limit is refused (only trust loads it, with full pickle), an empty file or anything but a torch
     zip archive is unreadable, and a zip archive gets ``policy.check_internals``.  Whatever the content, what the
     scan finds dangerous in it is reported as such."""
-    from ..load.secure_load import MAX_IN_MEMORY
+    MAX_IN_MEMORY = policy.MAX_IN_MEMORY  # the secure loader's limit  # noqa: N806
 
     head = fh.read(16)
     fh.seek(0)
@@ -207,14 +233,20 @@ def _scan_internals(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
     return report
 
 
-def _check_learner(report: FileReport, fh: BinaryIO) -> None:
-    """The rest of the loader's verdict on internals the static pass accepts: torch's weights-only load into inert
-    records and the learner schema (``secure_load.check_learner``; nothing from the file runs)."""
+def _check_learner(report: FileReport, fh: BinaryIO, check=None) -> None:
+    """The rest of the loader's verdict on internals the static pass accepts: the weights-only read into inert
+    records and the learner schema.  On a stack with measured tables (``stack_tables``) the records are read
+    without importing torch, numpy or pandas (``record_reader``); otherwise, or when the file names something that
+    reader has no stand-in for, by the secure load itself (``secure_load.check_learner``: imports torch and fastai).
+    Nothing from the file runs either way."""
+    if report.size > policy.MAX_IN_MEMORY:
+        return  # judged by size in _scan_internals
+    fh.seek(0)
+    if check is not None and _check_learner_offline(report, fh, check):
+        return
     from ..load import secure_load
     from ..core.errors import SecureLoadError, UnreadableFileError
 
-    if report.size > secure_load.MAX_IN_MEMORY:
-        return  # judged by size in _scan_internals
     fh.seek(0)
     try:
         secure_load.check_learner(fh.read(), path=report.path, model=report.model)
@@ -223,6 +255,38 @@ def _check_learner(report: FileReport, fh: BinaryIO) -> None:
     except SecureLoadError as exc:
         report.verdict = NEEDS_TRUST
         report.constructs.extend(getattr(exc, "constructs", None) or [exc.reason])
+
+
+def _check_learner_offline(report: FileReport, fh: BinaryIO, check) -> bool:
+    """``_check_learner`` without torch: True when it decided (the report updated as the loader would judge it)."""
+    from ..load import materialize, record_reader
+    from ..policy import allowlist, stack_tables
+
+    importable = stack_tables.importable()
+    if importable is None:
+        return False  # no measured table for this stack: the libraries themselves decide (imported)
+    profile = policy.fastai_internals()
+    missing = sorted(name for name in check.scan.globals
+                     if (own := allowlist.canonical(name)) not in importable and own not in profile.shims
+                     and own in profile.entries and not profile.entries[own].torch_default)
+    if missing:  # what the secure load's scope refuses before torch reads anything
+        report.verdict = NEEDS_TRUST
+        report.constructs.append("it references allowlisted names this environment cannot import: "
+                                 + ", ".join(missing) + " (was it written by another fastai/fastcore version?)")
+        return True
+    record = check.archive.find("data.pkl")
+    data = archive.read_record(fh, check.archive, record, limit=archive.MAX_PICKLE)
+    try:
+        materialize.check(record_reader.read(data, check.archive), record_reader.OFFLINE)
+    except record_reader.Undecided:
+        return False
+    except record_reader.Unbuildable as exc:
+        report.verdict = NEEDS_TRUST
+        report.constructs.append(f"rebuilding it under the allowlist failed ({exc})")
+    except materialize.SchemaError as exc:
+        report.verdict = NEEDS_TRUST
+        report.constructs.append(f"it is not a genuine learner at {exc.where}: {exc.reason}")
+    return True
 
 
 # --- kinds of files ---------------------------------------------------------------------------------
@@ -234,23 +298,25 @@ def _scan_torch_zip(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
         try:
             check = policy.check_internals(fh)
         except policy.Unreadable as exc:
-            return _unreadable(path, str(exc), model=model, kind="torch-zip", role=role)
+            return _danger_first(_unreadable(path, str(exc), model=model, kind="torch-zip", role=role), fh)
         report = _report(path, model, "torch-zip", role, size, check.scan, check.judgement, covered=True)
         if report.verdict == ALLOWED:
-            _check_learner(report, fh)
-        return report
+            _check_learner(report, fh, check)
+        return _with_nested(report, _nested_in_record(fh, check.archive))
     try:
         arch = archive.open_archive(fh)
         record = arch.find("data.pkl")
         if record is None or arch.find("constants.pkl") is not None:
             what = "a TorchScript archive" if record is not None else "a zip archive without data.pkl"
-            return _unreadable(path, f"it is {what}, not a torch.save archive", model=model, kind="zip", role=role)
+            return _refused_zip(path, fh, model, size, f"it is {what}, not a torch.save archive", "zip",
+                                torchscript=record is not None)
         data = archive.read_record(fh, arch, record, limit=archive.MAX_PICKLE)
     except archive.ArchiveError as exc:
-        return _unreadable(path, f"it is not an archive torch would read the same way: {exc}", model=model,
-                           kind="torch-zip", role=role)
-    result = pickle_scan.scan(data)
-    return _torch_default_report(path, model, "torch-zip", size, [result])
+        return _refused_zip(path, fh, model, size, f"it is not an archive torch would read the same way: {exc}",
+                            "torch-zip")
+    search = _nested_search()
+    result = pickle_scan.scan(data, payloads=search.payloads)
+    return _with_nested(_torch_default_report(path, model, "torch-zip", size, [result]), search)
 
 
 def _torch_default_report(path, model, kind, size, results) -> FileReport:
@@ -272,10 +338,15 @@ def _torch_default_report(path, model, kind, size, results) -> FileReport:
 
 
 def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bool) -> FileReport:
+    search = _nested_search()
+    return _with_nested(_scan_pickles(path, fh, kind, model, size, strict, search.payloads), search)
+
+
+def _scan_pickles(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bool, payloads) -> FileReport:
     role = "autogluon-pickle" if model is not None else "pickle"
     reader = pickle_scan.Reader(fh)
     if kind == "torch-legacy":
-        results = pickle_scan.scan_all(reader, max_pickles=LEGACY_PICKLES)
+        results = pickle_scan.scan_all(reader, max_pickles=LEGACY_PICKLES, payloads=payloads)
         if os.path.basename(path) == "model-internals.pkl":
             merged = _merge(results)
             verdict = policy.judge(merged, policy.fastai_internals())
@@ -287,7 +358,7 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
                                                 "zip archives torch.save writes since torch 1.6")
             return report
         return _torch_default_report(path, model, kind, size, results)
-    results = pickle_scan.scan_all(reader)
+    results = pickle_scan.scan_all(reader, payloads=payloads)
     trailing = None
     if len(results) > 1 and results[-1].error is not None:
         # bytes after the last pickle that are not a pickle: keep only known dangers found in them
@@ -309,10 +380,15 @@ def _scan_plain(path: str, fh: BinaryIO, kind: str, model, size: int, strict: bo
 
 
 def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
-    """XGBoost's model file and AutoGluon's version.txt / metadata.json: not pickles, but read when loading."""
-    from ..load import native
-
+    """XGBoost's model file and AutoGluon's version.txt / metadata.json: not pickles, but read when loading.  XGBoost's
+    file needs trust outside strict mode whatever it holds: only ``--strict`` runs strict mode's structural check
+    (numpy, imported for it)."""
     if path.endswith(".ubj"):
+        if not strict:
+            return FileReport(path, model, "xgboost-ubj", "xgboost-model", False, NEEDS_TRUST, size,
+                              note="XGBoost parses this without checks outside strict mode (--strict checks it)")
+        from ..load import native
+
         data = fh.read(archive.MAX_PICKLE + 1)
         try:
             native.check_xgboost_model(data)
@@ -320,11 +396,8 @@ def _scan_other(path: str, fh: BinaryIO, model, size: int, strict: bool) -> File
             return FileReport(path, model, "xgboost-ubj", "xgboost-model", strict, NEEDS_TRUST, size,
                               constructs=[f"XGBoost's model file fails its structural check: {exc}"],
                               note="XGBoost's own parser trusts this file (strict mode refuses it)")
-        if strict:
-            return FileReport(path, model, "xgboost-ubj", "xgboost-model", True, ALLOWED, size,
-                              note="strict mode checks XGBoost's model file before XGBoost parses it")
-        return FileReport(path, model, "xgboost-ubj", "xgboost-model", False, NEEDS_TRUST, size,
-                          note="XGBoost parses this without checks outside strict mode (--strict)")
+        return FileReport(path, model, "xgboost-ubj", "xgboost-model", True, ALLOWED, size,
+                          note="strict mode checks XGBoost's model file before XGBoost parses it")
     try:
         text.parse_text(fh.read(text.MAX_TEXT + 1), path, as_json=path.endswith(".json"))
     except text.TextProblem as exc:
@@ -446,15 +519,18 @@ def _merge(results: list[pickle_scan.ScanResult]) -> pickle_scan.ScanResult:
 
 @functools.lru_cache(maxsize=1)
 def torch_default_profile() -> policy.Profile:
-    """torch's own weights-only defaults plus the user's registered safe globals (imports torch)."""
-    from ..policy import allowlist
+    """torch's own weights-only defaults: from this stack's measured table (``stack_tables``, nothing imported), else
+    from torch itself, with the safe globals registered in this process (imports torch)."""
+    from ..policy import allowlist, stack_tables
 
-    try:
-        from torch import _weights_only_unpickler as wou
+    names = stack_tables.torch_defaults()
+    if names is None:
+        try:
+            from torch import _weights_only_unpickler as wou
 
-        names = set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
-    except Exception:  # no torch here: nothing is known to load
-        names = set()
+            names = set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+        except Exception:  # no torch here: nothing is known to load
+            names = set()
     entries = {n: allowlist.Entry(n, allowlist.CONSTRUCT, "allowed by torch's weights-only unpickler") for n in names}
     return policy.Profile("torch-default", entries, {}, check_calls=False)
 
@@ -475,10 +551,230 @@ def _report(path, model, kind, role, size, result: pickle_scan.ScanResult, verdi
         report.verdict = UNREADABLE
     elif any(p.kind == "out-of-band-buffer" for p in result.problems):
         report.verdict, report.error = UNREADABLE, "uses protocol 5 out-of-band buffers that are not in the file"
+    elif any(p.kind == "frame" for p in result.problems):
+        report.verdict, report.error = UNREADABLE, ("its FRAMEs and its opcodes disagree: Python's unpickler and "
+                                                    "the C one can read it differently")
     elif (covered and verdict.ok or plain_data_ok and not verdict.constructs) and trailing is None:
         report.verdict = ALLOWED
         if plain_data_ok and not covered:
             report.note = "plain data: no globals, so no unpickler can run anything from it"
+    return report
+
+
+def _refused_zip(path: str, fh: BinaryIO, model, size: int, reason: str, kind: str, *,
+                 torchscript: bool = False) -> FileReport:
+    """A zip archive that is not a torch.save archive torch reads as this package does: a numpy .npz (every record a
+    .npy file) is judged by its arrays; anything else is unreadable, unless a record holds a known danger."""
+    report = _unreadable(path, reason, model=model, kind=kind, role="fastai-internals" if os.path.basename(
+        path) == INTERNALS else "torch-archive")
+    try:
+        fh.seek(0)
+        records, stopped = archive.salvage(fh)
+    except (OSError, ValueError):
+        return report
+    if (report.role != "fastai-internals" and stopped is None and records
+            and all(r.data is not None and r.problem is None and r.name.endswith(".npy")
+                    and r.data.startswith(NPY_MAGIC) for r in records)):
+        return _npz_report(path, model, size, records) or _danger_first(report, fh, (records, stopped))
+    return _danger_first(report, fh, (records, stopped), torchscript=torchscript)
+
+
+def _danger_first(report: FileReport, fh: BinaryIO, salvaged=None, *, torchscript: bool = False) -> FileReport:
+    """An archive refused as a whole: every record that can be read is scanned anyway (``archive.salvage``, bounded
+    like the archive reader) with the pickles nested in it, and a known danger in any makes the report dangerous,
+    the refusal kept as its error.  Without one the report is left as it was.  In a TorchScript archive the
+    builders of torch.jit's own unpickler (``torch.jit._pickle``, which torch.jit.load resolves itself) are not
+    counted: every TorchScript file names them."""
+    try:
+        if salvaged is None:
+            fh.seek(0)
+            salvaged = archive.salvage(fh)
+    except (OSError, ValueError):
+        return report
+    records, _stopped = salvaged
+    # judged as the file's role would judge it (the fastai internals allow narrow shims, getattr among them)
+    profile = policy.fastai_internals() if report.role == "fastai-internals" else policy.strict()
+    dangers: dict[str, GlobalReport] = {}
+    for record in records:
+        if record.data is None:
+            continue
+        where = f"record {ascii(record.name)[1:-1]!r}"  # the archive's own name for it, escaped
+        data = record.data
+        if data.startswith(NPY_MAGIC):
+            try:
+                data = data[_npy_header(data)[1]:]
+            except ValueError:
+                continue
+        search = _nested_search()
+        results = pickle_scan.scan_all(data, payloads=search.payloads)
+        found = search.finish()
+        sources = [(r, where, profile) for r in results] + [
+            (n.result, f"{where}, in a nested pickle: {n.where}", policy.strict()) for n in found.pickles]
+        for result, label, judged_by in sources:
+            for name, (status, danger) in policy.judge(result, judged_by).globals.items():
+                if status != policy.DANGEROUS or torchscript and name.startswith(TORCHSCRIPT_OWN):
+                    continue
+                uses = result.globals[name]
+                g = dangers.get(name)
+                if g is None:
+                    dangers[name] = GlobalReport(name, policy.DANGEROUS, f"{danger}; in {label}", sorted(uses))
+                elif label not in g.reason:
+                    g.reason += f"; also in {label}"
+                    g.uses = sorted(set(g.uses) | uses)
+    if dangers:
+        report.globals.extend(dangers.values())
+        report.verdict = DANGEROUS
+        report.note = "a record in it holds a known danger, although the archive as a whole is refused"
+    return report
+
+
+def _npy_header(data: bytes) -> tuple[bool, int]:
+    """(does the array hold Python objects, where its data starts) from a .npy file's first bytes (numpy's format:
+    magic, version, header length, a dict literal with 'descr').  Raises ``ValueError``."""
+    import ast
+
+    if len(data) < 10 or not data.startswith(NPY_MAGIC):
+        raise ValueError("truncated header")
+    major = data[6]
+    if major == 1:
+        length, start = int.from_bytes(data[8:10], "little"), 10
+    elif major in (2, 3):
+        length, start = int.from_bytes(data[8:12], "little"), 12
+    else:
+        raise ValueError(f"unknown format version {major}")
+    if length > NPY_MAX_HEADER or start + length > len(data):
+        raise ValueError(f"its header of {length} bytes is truncated or longer than {NPY_MAX_HEADER}")
+    try:
+        header = ast.literal_eval(data[start:start + length].decode("utf-8" if major == 3 else "latin-1"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(f"its header is not a literal ({type(exc).__name__})") from None
+    if not isinstance(header, dict) or "descr" not in header:
+        raise ValueError("its header has no 'descr'")
+    return _npy_objects(header["descr"], 0), start + length
+
+
+def _npy_objects(descr, depth: int) -> bool:
+    """Whether a .npy 'descr' makes an object dtype (numpy then pickles the data): 'O' in any byte order or size,
+    anywhere in a structured dtype (a field's name excluded)."""
+    if depth > 32:
+        return True  # not what numpy writes: read it as a pickle (it fails there if it is not one)
+    if isinstance(descr, str):
+        return descr.lstrip("|<>=").startswith("O") or descr in ("object", "object_")
+    if isinstance(descr, (list, tuple)):
+        items = descr[1:] if isinstance(descr, tuple) and len(descr) in (2, 3) and depth else descr
+        return any(_npy_objects(item, depth + 1) for item in items if isinstance(item, (str, list, tuple)))
+    return False
+
+
+def _scan_npy(path: str, fh: BinaryIO, model, size: int, strict: bool) -> FileReport:
+    """A numpy .npy file: plain numbers need no unpickling; an object array's data is a pickle (numpy.load with
+    allow_pickle=True unpickles it with full pickle)."""
+    try:
+        objects, start = _npy_header(fh.read(NPY_MAX_HEADER + 16))
+    except ValueError as exc:
+        return _unreadable(path, f"a numpy .npy file whose header cannot be read: {exc}", model=model, kind="npy")
+    if not objects:
+        return FileReport(path, model, "npy", "numpy-array", False, ALLOWED, size,
+                          note="a numpy array without objects: numpy reads it without unpickling anything")
+    fh.seek(start)
+    report = _scan_plain(path, fh, "npy-pickle", model, size, strict)
+    report.role = "numpy-array"
+    if report.verdict == NEEDS_TRUST and not report.constructs:
+        report.note = "an object array: numpy.load(allow_pickle=True) unpickles it with full pickle"
+    return report
+
+
+def _npz_report(path: str, model, size: int, records) -> FileReport | None:
+    """A numpy .npz archive (a zip of .npy files): judged by its arrays, as ``_scan_npy`` judges one; None when one
+    of them cannot be read (the archive is then judged as a refused zip)."""
+    results, search = [], _nested_search()
+    for record in records:
+        try:
+            objects, start = _npy_header(record.data)
+        except ValueError:
+            return None
+        if objects:
+            results.extend(pickle_scan.scan_all(record.data[start:], payloads=search.payloads))
+    if not results:
+        search.finish()
+        return FileReport(path, model, "npz", "numpy-array", False, ALLOWED, size, pickles=0,
+                          note="numpy arrays without objects: numpy reads them without unpickling anything")
+    merged = _merge(results)
+    verdict = policy.judge(merged, policy.strict())
+    report = _report(path, model, "npz", "numpy-array", size, merged, verdict, covered=False, pickles=len(results),
+                     plain_data_ok=not merged.globals)
+    if report.verdict == NEEDS_TRUST and not report.constructs:
+        report.note = "object arrays: numpy.load(allow_pickle=True) unpickles them with full pickle"
+    return _with_nested(report, search)
+
+
+def _nested_search() -> nested.Search:
+    return nested.Search(policy.denylist.danger, remember=True)
+
+
+def _nested_in_record(fh: BinaryIO, arch: archive.TorchArchive) -> nested.Search:
+    """The nested pickles of a torch archive's data.pkl (the loader's check read it once; this reads it again)."""
+    search = _nested_search()
+    try:
+        data = archive.read_record(fh, arch, arch.find("data.pkl"), limit=archive.MAX_PICKLE)
+    except archive.ArchiveError:
+        return search  # the check read it: a file changing under the scan is not this check's business
+    pickle_scan.scan(data, payloads=search.payloads)
+    return search
+
+
+def _with_nested(report: FileReport, search: nested.Search) -> FileReport:
+    """Attribute the pickles found inside the file's values (``formats.nested``) to the file: their globals join the
+    file's (the reason says where), a known danger in one makes the file dangerous, a pickle with globals makes plain
+    data need trust (a covered file keeps the loader's verdict: the loader never unpickles a value), and a bound
+    that left a value that looked like a pickle unread makes it unreadable."""
+    found = search.finish()
+    if not found.pickles and found.incomplete is None:
+        return report
+    by_name = {g.name: g for g in report.globals}
+    lines, dangerous, named = [], False, False
+    for nest in found.pickles:
+        judgement = policy.judge(nest.result, policy.strict())
+        label = f"in a nested pickle: {nest.where}"
+        clean = nest.result.error is None or not nest.complete
+        names = []
+        for name, (status, reason) in judgement.globals.items():
+            if status != policy.DANGEROUS and not clean:
+                continue  # a value that is not a whole pickle: only what the unpickler would run first counts
+            names.append(name)
+            dangerous |= status == policy.DANGEROUS
+            g = by_name.get(name)
+            if g is None:
+                g = by_name[name] = GlobalReport(name, status, f"{reason}; {label}", sorted(nest.result.globals[name]))
+                report.globals.append(g)
+                continue
+            if status == policy.DANGEROUS and g.status != policy.DANGEROUS:
+                g.status, g.reason = status, f"{reason}; {label}"
+            else:
+                g.reason += f"; also {label}"
+            g.uses = sorted(set(g.uses) | nest.result.globals[name])
+        named |= bool(names)
+        if names:
+            lines.append(f"a nested pickle ({nest.where}) references {', '.join(names)}: nothing here unpickles it, "
+                         "but pickle.loads on that value would")
+        if clean:
+            lines.extend(f"in a nested pickle ({nest.where}): {p}" for p in nest.result.problems)
+    if dangerous:
+        report.verdict = DANGEROUS
+    elif found.incomplete is not None:
+        report.verdict = UNREADABLE
+    elif named and report.verdict == ALLOWED and not report.covered:
+        report.verdict = NEEDS_TRUST
+        report.note = "a value in it is a pickle with globals: whatever unpickles that value runs them"
+    if found.incomplete is not None:
+        if report.error is None and report.verdict == UNREADABLE:
+            report.error = found.incomplete
+        else:
+            lines.append(found.incomplete)
+    if report.covered and report.verdict == ALLOWED:
+        report.note = "; ".join([report.note] * bool(report.note) + lines + ["the loader never unpickles a value"])
+    else:
+        report.constructs.extend(lines)
     return report
 
 
@@ -557,7 +853,7 @@ def _is_candidate(path: str) -> bool:
             head = fh.read(8)
     except OSError:
         return True  # reported when scanned
-    return head[:1] == b"\x80" or any(head.startswith(m) for m in COMPRESSED) or (
+    return head[:1] == b"\x80" or head.startswith(NPY_MAGIC) or any(head.startswith(m) for m in COMPRESSED) or (
         archive.is_zip(head) and _zip_has_data_pkl(path))
 
 

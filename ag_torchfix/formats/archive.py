@@ -130,9 +130,11 @@ def open_archive(stream: BinaryIO) -> TorchArchive:
         if pos > cd_size:
             raise ArchiveError("truncated central directory entry")
         name = _check_name(raw_name)
-        if flags & 0x1 or flags & 0x40 or method not in (0, 8):
-            raise ArchiveError(f"record {name!r} is encrypted or uses compression method {method} "
-                               "(torch archives store or deflate)")
+        if flags & 0x1 or flags & 0x40:
+            raise ArchiveError(f"record {name!r} is marked encrypted (flag bits 0x{flags & 0x41:x}; torch archives "
+                               "are never encrypted)")
+        if method not in (0, 8):
+            raise ArchiveError(f"record {name!r} uses compression method {method} (torch archives store or deflate)")
         if disk_start or 0xFFFFFFFF in (csize, usize, offset):
             raise ArchiveError(f"record {name!r} needs zip64")
         entries.append(Record(name, method, flags, crc, csize, usize, offset, -1))
@@ -141,18 +143,25 @@ def open_archive(stream: BinaryIO) -> TorchArchive:
     if not entries:
         raise ArchiveError("empty archive")
 
+    at_root = next((entry.name for entry in entries if "/" not in entry.name), None)
+    if at_root is not None:
+        raise ArchiveError(f"a record at the zip root ({at_root!r}): torch.save puts every record in one top-level "
+                           "directory, and torch reads only that directory's records")
     prefix = entries[0].name.split("/", 1)[0]
     records: dict[str, Record] = {}
     total = 0
     for entry in entries:
         top, _, below = entry.name.partition("/")
-        if top != prefix or not below:
-            raise ArchiveError(f"records in more than one top-level directory ({prefix!r} and {entry.name!r}): "
+        if top != prefix:
+            raise ArchiveError(f"records in more than one top-level directory ({prefix!r} and {top!r}): "
                                "torch reads only the first one's")
         key = below.encode("ascii").translate(_ASCII_LOWER).decode("ascii")
         if key in records:
-            raise ArchiveError(f"two records named {records[key].name!r} and {entry.name!r} (equal up to case; torch's "
-                               "reader would pick one of them)")
+            other = records[key].name
+            raise ArchiveError(f"two records named {entry.name!r} (torch's reader would pick one of them)"
+                               if other == entry.name else
+                               f"two records named {other!r} and {entry.name!r} (equal up to case; torch's reader "
+                               "would pick one of them)")
         entry = _with_local_header(stream, start, entry, cd_offset)
         if entry.method == 0 and entry.size != entry.compressed:
             raise ArchiveError(f"stored record {entry.name!r} declares {entry.size} bytes but holds {entry.compressed}")
@@ -221,3 +230,118 @@ def _with_local_header(stream: BinaryIO, start: int, entry: Record, cd_offset: i
     if not flags & 0x8 and (crc, csize, usize) != (entry.crc, entry.compressed, entry.size):
         raise ArchiveError(f"record {entry.name!r}: local header and central directory disagree on its size or CRC")
     return entry._replace(header=start + entry.header, data=start + entry.header + _LOCAL.size + n + e)
+
+
+# --- reading a refused archive anyway, for its dangers -------------------------------------------------------------
+
+MAX_SALVAGED = 4 * MAX_PICKLE  # bytes read and inflated out of one refused archive, every record together
+
+
+class Salvaged(NamedTuple):
+    name: str  # as the archive names it (anything at all: escape it before showing it)
+    data: bytes | None  # None: the record could not be read (``problem``)
+    problem: str | None = None  # why it could not be read, or was read only in part
+
+
+def salvage(stream: BinaryIO) -> tuple[list[Salvaged], str | None]:
+    """Every record a lenient reader gets out of a zip archive that ``open_archive`` refused (or that is not a
+    torch.save archive), so that a known danger in any of them is still found: the central directory's entries,
+    and the local headers walked from the start (a record the directory hides or names differently).  Nothing of
+    what ``open_archive`` checks is required (names, layout, flags, CRCs, sizes agreeing); its bounds are kept:
+    ``MAX_RECORDS``, ``MAX_PICKLE`` bytes per record (a longer one is read in part), ``MAX_RATIO`` for deflated
+    records and for the whole archive, at most ``MAX_SALVAGED`` bytes in all.  Stored and deflated records are read
+    (others are reported as unread).  Returns the records in file order and, when a bound stopped the reading
+    early, why.  Raises ``OSError`` only from the stream."""
+    start = stream.tell()
+    stream.seek(0, 2)
+    length = stream.tell() - start
+    budget = min(MAX_SALVAGED, MAX_RATIO * max(length, 1) + (1 << 20))
+    found: dict[int, tuple[str, int, int, int, int]] = {}  # local header offset -> name, flags, method, sizes
+
+    def local(offset: int) -> tuple[str, int, int, int, int, int] | None:
+        if offset < 0 or offset + _LOCAL.size > length:
+            return None
+        stream.seek(start + offset)
+        header = stream.read(_LOCAL.size)
+        if len(header) != _LOCAL.size or header[:4] != b"PK\x03\x04":
+            return None
+        _sig, _need, flags, method, _t, _d, _crc, csize, usize, n, e = _LOCAL.unpack(header)
+        name = stream.read(n).decode("utf-8", "replace")
+        return name, flags, method, csize, usize, offset + _LOCAL.size + n + e
+
+    # the central directory (the last end record in the file's final 64 KiB + 22 bytes)
+    tail_at = max(0, length - (_EOCD.size + 0xFFFF))
+    stream.seek(start + tail_at)
+    tail = stream.read(length - tail_at)
+    at = tail.rfind(b"PK\x05\x06")
+    stopped = None
+    if at >= 0 and at + _EOCD.size <= len(tail):
+        *_, n_total, cd_size, cd_offset, _comment = _EOCD.unpack_from(tail, at)
+        if cd_offset + cd_size <= length:
+            stream.seek(start + cd_offset)
+            directory = stream.read(cd_size)
+            pos = 0
+            for _ in range(min(n_total, MAX_RECORDS)):
+                if pos + _CENTRAL.size > len(directory):
+                    break
+                fields = _CENTRAL.unpack_from(directory, pos)
+                if fields[0] != b"PK\x01\x02":
+                    break
+                n, e, c = fields[10], fields[11], fields[12]
+                name = directory[pos + _CENTRAL.size:pos + _CENTRAL.size + n].decode("utf-8", "replace")
+                found.setdefault(fields[16], (name, fields[3], fields[4], fields[8], fields[9]))
+                pos += _CENTRAL.size + n + e + c
+    # the local headers, one after the other from the start
+    offset = 0
+    while len(found) < MAX_RECORDS:
+        header = local(offset)
+        if header is None:
+            break
+        name, flags, method, csize, usize, data_at = header
+        if offset in found and flags & 0x8:
+            csize = found[offset][3]  # sizes follow the data (a data descriptor): the directory's
+        found.setdefault(offset, (name, flags, method, csize, usize))
+        if flags & 0x8 and not csize:
+            break  # its end is unknown here
+        offset = data_at + csize
+        if flags & 0x8:  # skip the data descriptor (with or without its signature)
+            stream.seek(start + offset)
+            offset += 16 if stream.read(4) == b"PK\x07\x08" else 12
+    if len(found) >= MAX_RECORDS:
+        stopped = f"more than {MAX_RECORDS} records: the rest were not read"
+
+    records: list[Salvaged] = []
+    for header_at in sorted(found):
+        name, _flags, method, csize, _usize = found[header_at]
+        header = local(header_at)
+        if header is None:
+            records.append(Salvaged(name, None, "no local header where the directory says"))
+            continue
+        if method not in (0, 8):
+            records.append(Salvaged(name, None, f"compression method {method}: not read"))
+            continue
+        data_at = header[5]
+        csize = min(csize, max(length - data_at, 0), budget)
+        stream.seek(start + data_at)
+        raw = stream.read(min(csize, MAX_PICKLE + (0 if method == 0 else 1 << 16)))  # deflate: enough for the output
+        problem = None
+        if method == 0:
+            data = raw
+            if csize > MAX_PICKLE:
+                problem = f"read in part: over {MAX_PICKLE} bytes"
+        else:
+            limit = min(MAX_PICKLE, MAX_RATIO * max(csize, 1) + (1 << 20), budget)
+            inflater = zlib.decompressobj(-15)
+            try:
+                data = inflater.decompress(raw, limit)
+            except zlib.error as exc:
+                records.append(Salvaged(name, None, f"not a valid deflate stream ({exc})"))
+                continue
+            if inflater.unconsumed_tail:
+                problem = f"read in part: it inflates to more than {limit} bytes"
+        budget -= len(data) + len(raw)
+        records.append(Salvaged(name, data, problem))
+        if budget <= 0:
+            stopped = f"the records read out of it exceed {MAX_SALVAGED} bytes (or {MAX_RATIO} times its size)"
+            break
+    return records, stopped

@@ -19,13 +19,16 @@ a ``Key`` of its own (hashed by identity), so distinct keys are never merged (``
 (``rules``), each key is judged (``rules.key_problem``) and a container is frozen once a call or a
 BUILD was checked with it: changing it afterwards is a problem.  A malformed stream never raises:
 the result carries ``error`` and keeps every finding made before the bad point (a known danger
-still counts).
+still counts).  A FRAME that ends inside an opcode (or begins inside another) is a problem: Python's unpickler and
+the C one read such a file differently.  A list or dict used as a dict key (or set item) ends the scan, as it ends
+the real unpickler.  Str and bytes constants can be offered to a ``Payloads`` (``nested`` looks for pickles in them).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -286,6 +289,17 @@ class Reader:
             raise ScanError(f"the stream cannot be read past byte {self.base + len(self.buf)} "
                             f"({type(exc).__name__}: {str(exc)[:120]})") from None
 
+    def peek(self, i: int, n: int) -> bytes:
+        """Up to ``n`` bytes from buf[i] without consuming them, reading more of the stream into the window when
+        needed (the caller bounds ``n``): a payload kept for ``Payloads``."""
+        while len(self.buf) - i < n and self._read is not None and not self.eof:
+            more = self._read_more(max(self.CHUNK, n - (len(self.buf) - i)))
+            if not more:
+                self.eof = True
+                break
+            self.buf += more
+        return self.buf[i:i + n]
+
     def skip(self, i: int, n: int) -> tuple[bytes, int, int]:
         """Advance past n payload bytes starting at buf[i] without keeping them."""
         available = len(self.buf) - i
@@ -315,18 +329,24 @@ _CONTAINERS = frozenset((tuple, list, dict, SSet))
 _MUTATOR_NAMES = {0x62: "BUILD", 0x73: "SETITEM", 0x75: "SETITEMS", 0x61: "APPEND", 0x65: "APPENDS", 0x90: "ADDITEMS"}
 
 
-def scan(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFAULT_LIMITS) -> ScanResult:
+MAX_DUPS = 64  # DUP opcodes in one pickle before it counts as an expansion pattern (picklers write none)
+MAX_SELF_HELD = 1  # times a container may be put into itself (a list holding itself once is legal Python)
+
+
+def scan(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFAULT_LIMITS,
+         payloads: Payloads | None = None) -> ScanResult:
     """Scan one pickle, up to and including its STOP opcode.  Never raises for bad input: the result's
     ``error`` says why the stream is unreadable, and everything found before that point is kept.
 
     ``rules`` (see ``policy``) is told about every call, BUILD and persistent id as it happens; it may
-    type objects and record problems.  Without it only the profile-free checks run.
+    type objects and record problems.  Without it only the profile-free checks run.  ``payloads`` is offered
+    every str and bytes constant of at least ``payloads.min_size`` bytes (what the stack holds does not change).
     """
     reader = source if isinstance(source, Reader) else Reader(source)
     res = ScanResult(start=reader.offset)
     seen = bytearray(256)  # the opcodes torch's weights-only unpickler lacks, as met (``unsupported_by_torch``)
     try:
-        _run(reader, res, seen, rules, limits)
+        _run(reader, res, seen, rules, limits, payloads)
     except _Stop:
         pass
     except ScanError as exc:
@@ -340,11 +360,11 @@ def scan(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFA
     except (TypeError, ValueError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
         res.error = f"malformed pickle near byte {reader.offset} ({type(exc).__name__}: {str(exc)[:120]})"
     res.end = reader.offset
-    res.opcodes = {c for c in range(256) if seen[c]}
+    res.opcodes = set(itertools.compress(range(256), seen))
     return res
 
 
-def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits) -> None:
+def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits, payloads) -> None:
     buf, i, limit = reader.fill(reader.pos)
     end = len(buf)
     globals_ = res.globals
@@ -357,7 +377,14 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
     keep = limits.keep
     max_objects, max_memo, max_depth, max_calls = limits.objects, limits.memo, limits.depth, limits.calls
     max_ops, max_nesting = limits.opcodes, limits.nesting
-    objects = calls = ops = 0
+    objects = calls = ops = dups = 0
+    self_held = [0]  # containers put into themselves
+    pmin = payloads.min_size if payloads is not None else 0
+    offer = payloads.offer if payloads is not None else None
+    # The stream offset where the current FRAME ends (None: outside one).  ``limit`` never passes it, so the window
+    # check below sees every frame end: an opcode may end exactly there, not past it (Python's unpickler refuses an
+    # opcode that runs past its frame, the C one reads on: two readings of one file; pickle never writes one).
+    frame_end = None
     # Nesting of containers that hold containers (id -> depth; ``held`` keeps them alive, so no id is reused).
     # A container's depth is taken when items go into it: one pass per item, never a walk of the graph.  A list or
     # dict filled after it went into another container does not deepen that one's count; what CPython hashes
@@ -373,6 +400,11 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
         for x in items:
             t = type(x)
             if t is tuple or t is list or t is dict or t is SSet:
+                if x is container:
+                    self_held[0] += 1
+                    if self_held[0] == MAX_SELF_HELD + 1:
+                        res.problem("expansion", "containers put into themselves more than once (each walk of one "
+                                    "visits it again; no genuine file has one)", reader.base + i - 1)
                 dx = deep.get(id(x), 1) + 1
                 if dx > d:
                     d = dx
@@ -430,6 +462,9 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
         for k in range(0, len(items), 2):
             key = items[k]
             if type(key) is not str:
+                if dest is target and (type(key) is list or type(key) is dict):
+                    raise ScanError(f"{_describe(key)} used as a dict key at byte {offset}: it is unhashable, so the "
+                                    "unpickler fails there")
                 if rules is not None:
                     problem = rules.key_problem(key)
                     if problem:
@@ -463,6 +498,15 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 reader.pos = i
                 buf, i, limit = reader.fill(i)
                 end = len(buf)
+                if frame_end is not None:
+                    if reader.base + i > frame_end:
+                        res.problem("frame", "a FRAME ends inside an opcode (pickle never writes that; Python's "
+                                    "unpickler and the C one can read it differently)", frame_end)
+                        frame_end = None
+                    elif reader.base + i == frame_end:
+                        frame_end = None
+                    elif frame_end - reader.base < limit:
+                        limit = frame_end - reader.base
                 if objects > max_objects or len(memo) > max_memo or calls > max_calls:
                     raise ScanError(f"pickle makes more objects, memo entries or calls than the bound "
                                     f"({max_objects} / {max_memo} / {max_calls}); refused near byte {reader.base + i}")
@@ -526,11 +570,17 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     i += 8
                 objects += 1
                 if n <= keep and i + n <= end:
+                    if offer is not None and n >= pmin:
+                        offer(True, buf[i:i + n], n, reader.base + i - 1 - _COUNT_SIZE[c])
                     push(buf[i:i + n].decode("utf-8", "surrogatepass"))
                     i += n
                 else:
+                    if offer is not None and n >= pmin:
+                        _offer(payloads, reader, buf, i, n, True, c)
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
+                    if frame_end is not None and frame_end - reader.base < limit:
+                        limit = max(frame_end - reader.base, 0)
                     end = len(buf)
                     push(LongStr(n))
             elif c == 0x28:  # MARK
@@ -651,6 +701,9 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                              else rules.persistent(pid, reader.base + i - 1))
             elif c == 0x80:  # PROTO
                 seen[c] = 1
+                if ops != 1:  # picklers write it first, once: a second one is a structure no writer makes
+                    res.problem("proto", "a PROTO opcode after the first opcode of the pickle (no pickler writes one)",
+                                reader.base + i - 1)
                 res.protocol = buf[i]
                 i += 1
                 if res.protocol > 5:
@@ -672,7 +725,13 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 memo[len(memo)] = stack[-1]
             elif c == 0x95:  # FRAME (only buffering)
                 seen[c] = 1
+                if frame_end is not None:
+                    res.problem("frame", "a FRAME begins inside the previous one (Python's unpickler refuses that)",
+                                reader.base + i - 1)
+                frame_end = reader.base + i + 8 + _U8.unpack_from(buf, i)[0]
                 i += 8
+                if frame_end - reader.base < limit:
+                    limit = frame_end - reader.base
             elif c == 0x30:  # POP
                 seen[c] = 1
                 if stack:
@@ -687,6 +746,10 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
             elif c == 0x32:  # DUP
                 seen[c] = 1
                 push(stack[-1])
+                dups += 1
+                if dups == MAX_DUPS + 1:  # CPython's picklers never write DUP: many copies of one object expand it
+                    res.problem("expansion", f"more than {MAX_DUPS} DUP opcodes (one object referenced again and "
+                                "again; no pickler writes DUP)", reader.base + i - 1)
             elif c == 0x64 or c == 0x6C:  # DICT, LIST
                 items = stack
                 stack = metastack.pop()
@@ -712,6 +775,11 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 push = stack.append
                 target = stack[-1]
                 if type(target) is SSet:
+                    for x in items:
+                        if x is target or type(x) is list or type(x) is dict:
+                            what = "a set added to itself" if x is target else f"{_describe(x)} added to a set"
+                            raise ScanError(f"{what} at byte {reader.base + i - 1}: it is unhashable, so the "
+                                            "unpickler fails there")
                     if mutable(target, c, reader.base + i - 1):
                         nested(target, items)
                         target.extend(items)
@@ -741,7 +809,10 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     text, i = _line(buf, i, reader, None)
                     if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b'"', b"'"):
                         raise ScanError(f"the STRING opcode argument must be quoted (at byte {reader.base + i - 1})")
-                    push(_pickle_str(codecs.escape_decode(text[1:-1])[0], keep))
+                    value = codecs.escape_decode(text[1:-1])[0]
+                    if offer is not None and len(value) >= pmin:
+                        offer(False, value, len(value), reader.base + i - len(text) - 2)
+                    push(_pickle_str(value, keep))
                     objects += 1
                     continue
                 if c == 0x55:
@@ -754,11 +825,17 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                         raise ScanError(f"BINSTRING with a negative byte count at byte {reader.base + i - 1}")
                 objects += 1
                 if n <= keep and i + n <= end:
+                    if offer is not None and n >= pmin:
+                        offer(False, buf[i:i + n], n, reader.base + i - 1 - _COUNT_SIZE[c])
                     push(_pickle_str(buf[i:i + n], keep))
                     i += n
                 else:
+                    if offer is not None and n >= pmin:
+                        _offer(payloads, reader, buf, i, n, False, c)
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
+                    if frame_end is not None and frame_end - reader.base < limit:
+                        limit = max(frame_end - reader.base, 0)
                     end = len(buf)
                     push(LongStr(n))
             elif c == 0x43 or c == 0x42 or c == 0x8E or c == 0x96:  # SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8
@@ -774,11 +851,17 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     i += 8
                 objects += 1
                 if n <= keep and i + n <= end and c != 0x96:
+                    if offer is not None and n >= pmin:
+                        offer(False, buf[i:i + n], n, reader.base + i - 1 - _COUNT_SIZE[c])
                     push(bytes(buf[i:i + n]))
                     i += n
                 else:
+                    if offer is not None and n >= pmin:
+                        _offer(payloads, reader, buf, i, n, False, c)
                     reader.pos = i
                     buf, i, limit = reader.skip(i, n)
+                    if frame_end is not None and frame_end - reader.base < limit:
+                        limit = max(frame_end - reader.base, 0)
                     end = len(buf)
                     push(LongBytes(n))
             elif c == 0x8B:  # LONG4
@@ -789,6 +872,8 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                     raise ScanError(f"LONG4 with a negative byte count at byte {reader.base + i - 1}")
                 reader.pos = i
                 buf, i, limit = reader.skip(i, n)
+                if frame_end is not None and frame_end - reader.base < limit:
+                    limit = max(frame_end - reader.base, 0)
                 end = len(buf)
                 push(NUMBER)
             elif c == 0x49 or c == 0x4C:  # INT, LONG (text)
@@ -808,6 +893,8 @@ def _run(reader: Reader, res: ScanResult, seen: bytearray, rules, limits: Limits
                 seen[c] = 1
                 text, i = _line(buf, i, reader, None)
                 objects += 1
+                if offer is not None and len(text) >= pmin:
+                    offer(True, text, len(text), reader.base + i - len(text) - 2)
                 push(str(text, "raw-unicode-escape") if len(text) <= keep else LongStr(len(text)))
             elif c == 0x70 or c == 0x67:  # PUT, GET (text index)
                 seen[c] = 1
@@ -855,6 +942,36 @@ def _mutator_problem(res: ScanResult, target, c: int, offset: int) -> None:
         res.problem("mutate-data", f"{opname} on {_describe(target)}", offset)
 
 
+# Bytes of argument before a counted payload (the count), per opcode: where the opcode starts.
+_COUNT_SIZE = {0x58: 4, 0x8C: 1, 0x8D: 8, 0x55: 1, 0x54: 4, 0x43: 1, 0x42: 4, 0x8E: 8, 0x96: 8}
+
+
+class Payloads:
+    """What ``scan`` offers str and bytes constants to (``formats.nested`` looks for pickles in them).
+    ``offer(text, head, size, offset)`` gets the payload (or its first ``HEAD`` bytes when it is longer; ``text``:
+    a str constant, as UTF-8 or raw-unicode-escape bytes) and the opcode's stream offset.  When ``head`` is the
+    whole payload the offer keeps what it wants itself and returns 0; otherwise it returns how many of the
+    payload's first bytes it wants (0: none), and ``keep(text, data, size, offset)`` receives them.  Bounding what
+    it keeps is the offer's business."""
+
+    HEAD = 4096
+    min_size = 6
+
+    def offer(self, text: bool, head: bytes, size: int, offset: int) -> int:  # pragma: no cover - interface
+        return 0
+
+    def keep(self, text: bool, data: bytes, size: int, offset: int) -> None:  # pragma: no cover - interface
+        pass
+
+
+def _offer(payloads: Payloads, reader: Reader, buf: bytes, i: int, n: int, text: bool, c: int) -> None:
+    """Offer the counted payload at buf[i:i + n] (opcode ``c``) to ``payloads``."""
+    offset = reader.base + i - 1 - _COUNT_SIZE[c]
+    want = payloads.offer(text, buf[i:i + min(n, Payloads.HEAD)], n, offset)
+    if want:
+        payloads.keep(text, reader.peek(i, min(want, n)), n, offset)
+
+
 def _pickle_str(data: bytes, keep: int):
     """STRING/BINSTRING/SHORT_BINSTRING as pickle decodes them by default (ASCII; latin-1 also covers
     encoding='latin1' readers such as numpy's).  torch decodes them as UTF-8; names are ASCII either way."""
@@ -888,12 +1005,12 @@ def _line(buf: bytes, i: int, reader: Reader, encoding: str | None):
 
 
 def scan_all(source: BinaryIO | bytes | Reader, *, rules=None, limits: Limits = DEFAULT_LIMITS,
-             max_pickles: int = 64) -> list[ScanResult]:
+             max_pickles: int = 64, payloads: Payloads | None = None) -> list[ScanResult]:
     """Every pickle in a stream, one after the other (torch's legacy format, or data appended after
     STOP), until the end of the stream or the first part that is not a readable pickle (its result,
     with ``error`` set, is the last one)."""
     reader = source if isinstance(source, Reader) else Reader(source)
-    results = [scan(reader, rules=rules, limits=limits)]
+    results = [scan(reader, rules=rules, limits=limits, payloads=payloads)]
     while results[-1].error is None and len(results) < max_pickles and not reader.at_end():
-        results.append(scan(reader, rules=rules, limits=limits))
+        results.append(scan(reader, rules=rules, limits=limits, payloads=payloads))
     return results

@@ -23,11 +23,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pathlib
 import re
 import sys
 
-TABLE = pathlib.Path(__file__).with_name("stack_tables.json")
+TABLE = os.path.join(os.path.dirname(__file__), "stack_tables.json")
 PACKAGES = ("fastai", "fastcore", "fasttransform", "torch", "numpy", "pandas", "autogluon.tabular")
 
 
@@ -68,7 +67,8 @@ def _normal(name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _tables() -> dict:
     try:
-        return json.loads(TABLE.read_text())
+        with open(TABLE, "rb") as fh:
+            return json.loads(fh.read())
     except (OSError, ValueError):
         return {}
 

@@ -47,14 +47,12 @@ from __future__ import annotations
 import dataclasses
 
 import functools
-import importlib
-import inspect
 import math
 import types
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from . import allowlist, denylist, value_invariants
+from . import allowlist, denylist
 from ..formats import archive, pickle_scan
 from .allowlist import CALL, CONSTRUCT, REFERENCE, Pattern
 from ..formats.pickle_scan import NUMBER, Global, Key, LongBytes, LongStr, Obj, SSet, is_dunder
@@ -386,6 +384,8 @@ def _shadows(kind: str, key: str) -> bool:
         cls = shims.resolve(kind)
     except LookupError:
         return False  # the loader refuses names it cannot import anyway
+    import inspect
+
     return is_method(inspect.getattr_static(cls, key, None))
 
 
@@ -393,7 +393,7 @@ def _shadows(kind: str, key: str) -> bool:
 def _import_class_context() -> None:
     for module in _CLASS_CONTEXT:
         try:
-            importlib.import_module(module)
+            __import__(module)
         except ImportError:
             pass  # no fastai: the loader refuses its names anyway
 
@@ -493,7 +493,9 @@ def _tensor_view_problem(args) -> str | None:
         return None  # the persistent id itself is refused (TorchRules.persistent)
     if len(size) <= MAX_TENSOR_DIMS and math.prod(size) > MAX_TENSOR_ELEMENTS:
         return f"it declares {math.prod(size)} elements (more than {MAX_TENSOR_ELEMENTS})"
-    return value_invariants.tensor_view_problem(pid[4], offset, size, stride, max_dims=MAX_TENSOR_DIMS)
+    from .value_invariants import tensor_view_problem  # here: the scanner's start-up does not need it
+
+    return tensor_view_problem(pid[4], offset, size, stride, max_dims=MAX_TENSOR_DIMS)
 
 
 _INT_CODES = frozenset("iu")
