@@ -554,6 +554,9 @@ def _report(path, model, kind, role, size, result: pickle_scan.ScanResult, verdi
     elif any(p.kind == "frame" for p in result.problems):
         report.verdict, report.error = UNREADABLE, ("its FRAMEs and its opcodes disagree: Python's unpickler and "
                                                     "the C one can read it differently")
+    elif any(p.kind in ("proto", "expansion") for p in result.problems):
+        report.verdict, report.error = UNREADABLE, ("it has a structure no pickler writes (a second PROTO, or one "
+                                                    "object expanded by DUPs or by holding itself): not vouched for")
     elif (covered and verdict.ok or plain_data_ok and not verdict.constructs) and trailing is None:
         report.verdict = ALLOWED
         if plain_data_ok and not covered:
