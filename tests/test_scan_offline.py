@@ -186,9 +186,9 @@ def test_a_stack_without_a_table_says_so(binary_predictor):
 def test_installed_versions_are_what_package_metadata_says():
     import importlib.metadata as md
 
-    for name, version in stack_tables.installed_versions().items():
+    for name, version in stack_tables.installed_versions(stack_tables.PACKAGES).items():
         assert md.version(name) == version
-    assert set(stack_tables.installed_versions()) == {n for n in stack_tables.PACKAGES if _installed(n)}
+    assert set(stack_tables.installed_versions(stack_tables.PACKAGES)) == {n for n in stack_tables.PACKAGES if _installed(n)}
 
 
 def _installed(name: str) -> bool:

@@ -274,10 +274,8 @@ def _check_learner_offline(report: FileReport, fh: BinaryIO, check) -> bool:
         report.constructs.append("it references allowlisted names this environment cannot import: "
                                  + ", ".join(missing) + " (was it written by another fastai/fastcore version?)")
         return True
-    record = check.archive.find("data.pkl")
-    data = archive.read_record(fh, check.archive, record, limit=archive.MAX_PICKLE)
     try:
-        materialize.check(record_reader.read(data, check.archive), record_reader.OFFLINE)
+        materialize.check(record_reader.read(check.data, check.archive), record_reader.OFFLINE)
     except record_reader.Undecided:
         return False
     except record_reader.Unbuildable as exc:
@@ -295,14 +293,15 @@ def _scan_torch_zip(path: str, fh: BinaryIO, model, size: int, strict: bool) -> 
     internals = os.path.basename(path) == "model-internals.pkl"
     role = "fastai-internals" if internals else "torch-archive"
     if internals:
+        search = _nested_search()
         try:
-            check = policy.check_internals(fh)
+            check = policy.check_internals(fh, payloads=search.payloads)  # one pass: the check and the nested search
         except policy.Unreadable as exc:
             return _danger_first(_unreadable(path, str(exc), model=model, kind="torch-zip", role=role), fh)
         report = _report(path, model, "torch-zip", role, size, check.scan, check.judgement, covered=True)
         if report.verdict == ALLOWED:
             _check_learner(report, fh, check)
-        return _with_nested(report, _nested_in_record(fh, check.archive))
+        return _with_nested(report, search)
     try:
         arch = archive.open_archive(fh)
         record = arch.find("data.pkl")
@@ -713,17 +712,6 @@ def _npz_report(path: str, model, size: int, records) -> FileReport | None:
 
 def _nested_search() -> nested.Search:
     return nested.Search(policy.denylist.danger, remember=True)
-
-
-def _nested_in_record(fh: BinaryIO, arch: archive.TorchArchive) -> nested.Search:
-    """The nested pickles of a torch archive's data.pkl (the loader's check read it once; this reads it again)."""
-    search = _nested_search()
-    try:
-        data = archive.read_record(fh, arch, arch.find("data.pkl"), limit=archive.MAX_PICKLE)
-    except archive.ArchiveError:
-        return search  # the check read it: a file changing under the scan is not this check's business
-    pickle_scan.scan(data, payloads=search.payloads)
-    return search
 
 
 def _with_nested(report: FileReport, search: nested.Search) -> FileReport:

@@ -4,7 +4,7 @@ metadata only: nothing heavy is imported."""
 
 from __future__ import annotations
 
-# re and importlib.metadata are imported where used: `import ag_torchfix` imports this module for __version__
+# re, os and importlib.metadata are imported where used: `import ag_torchfix` imports this module for __version__
 
 PACKAGE_VERSION = "0.2.0"  # ag_torchfix.__version__ (pyproject.toml says the same)
 
@@ -24,6 +24,44 @@ def installed_version(name: str) -> str | None:
         return md.version(name)
     except md.PackageNotFoundError:
         return None
+
+
+_found_versions: dict[tuple[str, ...], dict[str, str]] = {}
+
+
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """The installed versions of ``packages``, from the dist-info directory names on sys.path (what
+    ``importlib.metadata.version`` answers, without parsing every distribution's metadata: this is on the scanner's
+    start-up path).  The first entry on sys.path wins, as for imports."""
+    known = _found_versions.get(packages)
+    if known is not None:
+        return known
+    import os
+    import re
+    import sys
+
+    wanted = {_normal(n): n for n in packages}
+    dist = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+?)\.dist-info")
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            match = dist.fullmatch(name)
+            if match:
+                package = wanted.get(_normal(match["name"]))
+                if package is not None and package not in found:
+                    found[package] = match["version"]
+    _found_versions[packages] = found
+    return found
+
+
+def _normal(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def autogluon_torch_range() -> str | None:

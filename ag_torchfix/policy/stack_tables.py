@@ -23,8 +23,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
+
+from ..core.versions import installed_versions
 
 TABLE = os.path.join(os.path.dirname(__file__), "stack_tables.json")
 PACKAGES = ("fastai", "fastcore", "fasttransform", "torch", "numpy", "pandas", "autogluon.tabular")
@@ -32,36 +33,8 @@ PACKAGES = ("fastai", "fastcore", "fasttransform", "torch", "numpy", "pandas", "
 
 def stack_key() -> str:
     """This environment's stack, as the tables name it."""
-    versions = installed_versions()
+    versions = installed_versions(PACKAGES)
     return "|".join([f"py{sys.version.split()[0]}", *(f"{n}={versions.get(n, '-')}" for n in PACKAGES)])
-
-
-_DIST = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+?)\.dist-info")
-
-
-@functools.lru_cache(maxsize=1)
-def installed_versions() -> dict[str, str]:
-    """The installed versions of ``PACKAGES``, from the dist-info directory names on sys.path (what
-    ``importlib.metadata.version`` answers, without parsing every distribution's metadata: this is on the scanner's
-    start-up path).  The first entry on sys.path wins, as for imports."""
-    wanted = {_normal(n): n for n in PACKAGES}
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in names:
-            match = _DIST.fullmatch(name)
-            if match:
-                package = wanted.get(_normal(match["name"]))
-                if package is not None and package not in found:
-                    found[package] = match["version"]
-    return found
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 @functools.lru_cache(maxsize=1)

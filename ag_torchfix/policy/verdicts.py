@@ -171,15 +171,18 @@ class InternalsCheck:
     archive: archive.TorchArchive
     scan: pickle_scan.ScanResult
     judgement: Judgement
+    data: bytes = b""  # the data.pkl that was judged: later steps read these bytes, not the file again
 
 
 class Unreadable(Exception):
     """The file is not a torch archive this package reads (the reason is for the user)."""
 
 
-def check_internals(stream: BinaryIO, profile: Profile | None = None) -> InternalsCheck:
+def check_internals(stream: BinaryIO, profile: Profile | None = None,
+                    payloads: pickle_scan.Payloads | None = None) -> InternalsCheck:
     """Read a torch zip archive's structure and its ``data.pkl`` exactly once and judge it: what the
-    secure loader and ``ag-torchfix scan`` both do.  Raises ``Unreadable``."""
+    secure loader and ``ag-torchfix scan`` both do (the scanner's ``payloads`` search for nested pickles rides
+    along in the same pass).  Raises ``Unreadable``."""
     profile = profile or fastai_internals()
     try:
         arch = archive.open_archive(stream)
@@ -192,11 +195,11 @@ def check_internals(stream: BinaryIO, profile: Profile | None = None) -> Interna
     except archive.ArchiveError as exc:
         raise Unreadable(f"it is not an archive torch would read the same way: {exc}") from None
     rules = TorchRules(profile, arch) if profile.check_calls else None
-    result = pickle_scan.scan(data, rules=rules, limits=profile.limits)
+    result = pickle_scan.scan(data, rules=rules, limits=profile.limits, payloads=payloads)
     if result.error is None and result.end != len(data):
         result.problem("trailing-data", f"{len(data) - result.end} bytes after the pickle's STOP opcode "
                        "(torch ignores them; genuine files have none)", result.end)
-    return InternalsCheck(arch, result, judge(result, profile, rules))
+    return InternalsCheck(arch, result, judge(result, profile, rules), data)
 
 
 # --- TorchRules: what torch's unpickler would do, checked on symbols -----------------------------------
